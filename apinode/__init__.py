@@ -1,0 +1,14 @@
+"""apinode: turn a Python function in a Jupyter notebook into a production HTTP API.
+
+Importing this package stays cheap and standard-library only: the IPython entry point
+(`%load_ext apinode`) loads the magics lazily.
+"""
+
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):
+    """Register the apinode magics (`%load_ext apinode`)."""
+    from .jupyter_ext.magics import load_magics
+
+    load_magics(ipython)

@@ -1,0 +1,73 @@
+"""The node's failures, each with the HTTP status and errorType a caller sees.
+
+Handlers raise these; one `write_error` turns them into the JSON body DESIGN.md fixes. The pool
+raises them too, but knows nothing of HTTP beyond this number.
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 500
+    error_type = "InternalError"
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str, detailed_message: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detailed_message = detailed_message or message
+
+
+class BadRequest(ApiError):
+    status, error_type = 400, "BadRequest"
+
+
+class Unauthorized(ApiError):
+    status, error_type = 401, "Unauthorized"
+    headers = {"WWW-Authenticate": 'Basic realm="apinode"'}
+
+
+class NotFound(ApiError):
+    status, error_type = 404, "NotFound"
+
+
+class MethodNotAllowed(ApiError):
+    status, error_type = 405, "MethodNotAllowed"
+    headers = {"Allow": "POST"}
+
+
+class BodyTooLarge(ApiError):
+    status, error_type = 413, "BodyTooLarge"
+
+
+class EndpointUnavailable(ApiError):
+    """The request was not run; retrying later may succeed."""
+
+    status, error_type = 503, "Unavailable"
+    headers = {"Retry-After": "1"}
+
+
+class QueueFull(EndpointUnavailable):
+    error_type = "QueueFull"
+
+
+class QueueTimeout(EndpointUnavailable):
+    error_type = "QueueTimeout"
+
+
+class PoolClosed(EndpointUnavailable):
+    error_type = "EndpointStopping"
+
+
+class EndpointLoadFailed(ApiError):
+    """The endpoint's code did not load; `traceback` goes to the log and the author, not callers."""
+
+    error_type = "EndpointLoadFailed"
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class PipelineDied(ApiError):
+    error_type = "PipelineDied"

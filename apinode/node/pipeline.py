@@ -1,0 +1,156 @@
+"""One pipeline: a worker process running one endpoint's code, serving one request at a time.
+
+The process is `<python> -s <apinode/runtime> --fd N --endpoint SERVICE/ENDPOINT`, talking over its own socket
+(apinode.runtime.framing). Its stdout and stderr, where user code prints, are relayed line by
+line to the node's log. A pipeline knows nothing of HTTP, and the pool knows nothing of processes.
+
+Concurrency model: all methods run on the node's event loop. `call` must not be entered twice at
+once (the pool guarantees it). The process's exit is watched by a task; `on_exit` fires once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from ..runtime import framing
+from .errors import EndpointLoadFailed, PipelineDied
+
+RUNTIME_DIR = Path(framing.__file__).resolve().parent
+log = logging.getLogger("apinode.pipeline")
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What a pipeline runs; shared by all pipelines of one endpoint of one generation."""
+
+    name: str  # "service/endpoint", for logs and the module name
+    code: Path
+    function: str
+    folders: tuple[Path, ...] = ()
+    python: str = sys.executable  # the code env's interpreter, or the node's own
+    cwd: Path | None = None
+    env: dict[str, str] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: int  # framing.RESULT or framing.ERROR
+    status: int
+    execution_ms: float
+    payload: bytes
+
+
+class Pipeline:
+    def __init__(self, spec: PipelineSpec, process: asyncio.subprocess.Process,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.spec = spec
+        self.process = process
+        self._reader = reader
+        self._writer = writer
+        self._recent_output: collections.deque[str] = collections.deque(maxlen=20)
+        self._on_exit: Callable[[Pipeline], None] | None = None
+        self._relay = asyncio.ensure_future(self._relay_output())
+        self._watch = asyncio.ensure_future(self._watch_exit())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def __repr__(self) -> str:
+        return f"<pipeline {self.spec.name} pid {self.pid}>"
+
+    @classmethod
+    async def start(cls, spec: PipelineSpec) -> Pipeline:
+        """Start the process and load the endpoint; EndpointLoadFailed if it does not load."""
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                spec.python, "-s", str(RUNTIME_DIR), "--fd", str(theirs.fileno()), "--endpoint", spec.name,
+                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                cwd=spec.cwd, env=spec.env, start_new_session=True,
+            )
+        except OSError as exc:
+            ours.close()
+            raise EndpointLoadFailed(f"{spec.name}: cannot start {spec.python}: {exc}") from exc
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        pipeline = cls(spec, process, reader, writer)
+        await pipeline._load()
+        return pipeline
+
+    async def _load(self) -> None:
+        spec = self.spec
+        load = {"name": spec.name, "code": str(spec.code), "function": spec.function,
+                "folders": [str(folder) for folder in spec.folders]}
+        try:
+            kind, _, _, payload = await self._exchange(framing.pack(framing.LOAD, orjson.dumps(load)))
+        except PipelineDied:
+            code = await self.process.wait()
+            await self._relay
+            output = "".join(self._recent_output)
+            raise EndpointLoadFailed(
+                f"{spec.name}: the pipeline exited with code {code} while loading", output) from None
+        if kind == framing.LOAD_FAILED:
+            failure = orjson.loads(payload)
+            await self.stop()
+            raise EndpointLoadFailed(f"{spec.name}: {failure['message']}", failure["traceback"])
+
+    async def _exchange(self, frame: bytes) -> tuple[int, int, float, bytes]:
+        try:
+            self._writer.write(frame)
+            kind, status, execution_ms, length = framing.HEADER.unpack(
+                await self._reader.readexactly(framing.HEADER.size))
+            return kind, status, execution_ms, await self._reader.readexactly(length) if length else b""
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise PipelineDied(f"{self.spec.name}: the pipeline died while handling the request") from exc
+
+    async def call(self, body: bytes) -> Reply:
+        """Run one request; PipelineDied if the process dies before answering."""
+        return Reply(*await self._exchange(framing.pack(framing.CALL, body)))
+
+    def set_exit_callback(self, callback: Callable[[Pipeline], None]) -> None:
+        self._on_exit = callback
+
+    async def _watch_exit(self) -> None:
+        code = await self.process.wait()
+        if code != 0:
+            log.warning("%s pid %s exited with code %s", self.spec.name, self.pid, code)
+        self._writer.close()
+        if self._on_exit is not None:
+            self._on_exit(self)
+
+    async def _relay_output(self) -> None:
+        stream = self.process.stdout
+        assert stream is not None
+        prefix = f"[{self.spec.name} pid {self.pid}] "
+        while line := await stream.readline():
+            text = line.decode("utf-8", "replace")
+            self._recent_output.append(text)
+            log.info("%s%s", prefix, text.rstrip("\n"))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Close the channel (the worker exits at its next read), then terminate, then kill."""
+        self._writer.close()
+        for signal_it in (self.process.terminate, self.process.kill):
+            try:
+                await asyncio.wait_for(asyncio.shield(self._watch), grace)
+                break
+            except asyncio.TimeoutError:
+                try:
+                    signal_it()
+                except ProcessLookupError:
+                    pass
+        else:
+            await self._watch
+        await self._relay

@@ -1,0 +1,237 @@
+"""The pool of one endpoint: a small state machine over a pipeline factory.
+
+Semantics (DESIGN.md, "The pool"):
+- `floor` pipelines are started by `start()`, and the pool never runs fewer;
+- a request takes an idle pipeline; if none is idle and fewer than `ceil` exist, one more is
+  started for it; otherwise it waits in a FIFO queue;
+- at most `queue` requests wait beyond the pipelines being started; one more is refused at once
+  (QueueFull), and a request waiting longer than `timeout` ms is refused then (QueueTimeout);
+- a pipeline that comes free with nobody waiting is stopped if there are more than `cruise`;
+- a pipeline that dies fails its request (PipelineDied) and is replaced up to the floor;
+- a pipeline that fails to load marks the whole pool failed with that error: requests fail
+  with it and nothing is respawned in a loop.
+
+Concurrency model: every method runs on the event loop's thread, so the state needs no locks;
+state changes happen only between awaits. Pipelines are handed to waiters through futures.
+The pool never sees HTTP and never sees a process: anything with `call`, `stop` and
+`set_exit_callback` is a pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Awaitable, Callable, Protocol
+
+from ..packaging.definitions import PoolSettings
+from .errors import EndpointLoadFailed, PipelineDied, PoolClosed, QueueFull, QueueTimeout
+from .pipeline import Reply
+
+log = logging.getLogger("apinode.pool")
+
+
+class Worker(Protocol):
+    async def call(self, body: bytes) -> Reply: ...
+    async def stop(self) -> None: ...
+    def set_exit_callback(self, callback: Callable[[Worker], None]) -> None: ...
+
+
+class Pool:
+    def __init__(self, name: str, settings: PoolSettings, factory: Callable[[], Awaitable[Worker]]) -> None:
+        self.name = name
+        self.settings = settings
+        self._factory = factory
+        self._idle: list[Worker] = []
+        self._busy: set[Worker] = set()
+        self._starting = 0
+        self._waiters: collections.deque[asyncio.Future[Worker]] = collections.deque()
+        self._tasks: set[asyncio.Task] = set()
+        self.failure: EndpointLoadFailed | None = None
+        self._closing = False
+        self._drained = asyncio.Event()
+        self.rejected = 0  # requests refused with QueueFull or QueueTimeout
+
+    # -- what callers and metrics see -------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Pipelines alive or being started."""
+        return len(self._idle) + len(self._busy) + self._starting
+
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    async def start(self) -> None:
+        """Start the floor; raises EndpointLoadFailed (and stays failed) if the code does not load."""
+        await asyncio.gather(*(self._spawn() for _ in range(self.settings.floor)))
+        if self.failure is not None:
+            raise self.failure
+
+    async def run(self, body: bytes) -> tuple[Reply, float]:
+        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline)."""
+        queued_at = time.perf_counter()
+        worker = await self._acquire()
+        waited_ms = (time.perf_counter() - queued_at) * 1000
+        try:
+            reply = await worker.call(body)
+        except PipelineDied:
+            self._forget(worker)
+            raise
+        except BaseException:
+            # Cancelled mid-call: the channel may hold a late reply, so this pipeline cannot
+            # serve anyone else.
+            self._forget(worker)
+            self._track(worker.stop())
+            raise
+        self._offer(worker)
+        return reply, waited_ms
+
+    async def close(self, drain_timeout: float = 30.0) -> None:
+        """Refuse new requests, let queued and running ones finish (bounded), stop every pipeline."""
+        self._closing = True
+        self._drained.clear()
+        if self._busy or self._waiters:
+            try:
+                await asyncio.wait_for(self._drained.wait(), drain_timeout)
+            except asyncio.TimeoutError:
+                log.warning("%s: %d requests still running after %ss; stopping anyway",
+                            self.name, len(self._busy), drain_timeout)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(PoolClosed(f"{self.name} is stopping"))
+        self._waiters.clear()
+        workers = self._idle + list(self._busy)
+        self._idle.clear()
+        self._busy.clear()
+        await asyncio.gather(*(worker.stop() for worker in workers), *self._tasks, return_exceptions=True)
+
+    # -- the state machine -----------------------------------------------------------------
+    async def _acquire(self) -> Worker:
+        if self.failure is not None:
+            raise self.failure
+        if self._closing:
+            raise PoolClosed(f"{self.name} is stopping")
+        if self._idle and not self._waiters:
+            worker = self._idle.pop()
+            self._busy.add(worker)
+            return worker
+        if self.size < self.settings.ceil and len(self._waiters) >= self._starting:
+            self._spawn()
+        if len(self._waiters) >= self._starting + self.settings.queue:
+            self.rejected += 1
+            raise QueueFull(f"{self.name}: all {self.size} pipelines are busy and the queue is full "
+                            f"({self.settings.queue} waiting)")
+        waiter: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        timer = asyncio.get_running_loop().call_later(self.settings.timeout_ms / 1000, self._expire, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._offer(waiter.result())  # handed over just as the caller went away
+            raise
+        finally:
+            timer.cancel()
+            if not waiter.done() or waiter.cancelled():
+                self._remove_waiter(waiter)
+
+    def _expire(self, waiter: asyncio.Future[Worker]) -> None:
+        if waiter.done():
+            return
+        self._remove_waiter(waiter)
+        self.rejected += 1
+        waiter.set_exception(QueueTimeout(
+            f"{self.name}: waited {self.settings.timeout_ms} ms in the queue for a free pipeline"))
+
+    def _remove_waiter(self, waiter: asyncio.Future[Worker]) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+        self._check_drained()
+
+    def _offer(self, worker: Worker) -> None:
+        """A pipeline is free (just started or done with a request): first waiter first."""
+        self._busy.discard(worker)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._busy.add(worker)
+                waiter.set_result(worker)
+                return
+        if self._closing or self.size + 1 > self.settings.cruise:
+            self._track(worker.stop())
+        else:
+            self._idle.append(worker)
+        self._check_drained()
+
+    def _forget(self, worker: Worker) -> None:
+        """A pipeline is gone (died or stopped): never hand it out again; refill to the floor."""
+        self._busy.discard(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        self._replenish()
+        self._check_drained()
+
+    def _replenish(self) -> None:
+        if self._closing or self.failure is not None:
+            return
+        while self.size < self.settings.floor or (
+            self.size < self.settings.ceil and len(self._waiters) > self._starting
+        ):
+            self._spawn()
+
+    def _spawn(self) -> asyncio.Task:
+        """Start one pipeline; counted as starting from this very moment."""
+        self._starting += 1
+        task = asyncio.ensure_future(self._started())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _started(self) -> None:
+        try:
+            worker = await self._factory()
+        except EndpointLoadFailed as exc:
+            self._starting -= 1
+            self._fail(exc)
+            return
+        except Exception as exc:  # a bug starting processes must not hang the waiters
+            self._starting -= 1
+            log.exception("%s: starting a pipeline failed", self.name)
+            self._fail(EndpointLoadFailed(f"{self.name}: starting a pipeline failed: {exc}"))
+            return
+        self._starting -= 1
+        if self.failure is not None:
+            self._track(worker.stop())
+            return
+        worker.set_exit_callback(self._forget)
+        self._offer(worker)
+
+    def _fail(self, failure: EndpointLoadFailed) -> None:
+        if self.failure is None:
+            log.error("%s failed to load: %s\n%s", self.name, failure.message, failure.traceback)
+            self.failure = failure
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(failure)
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            self._track(worker.stop())
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if not self._busy and not self._waiters:
+            self._drained.set()
+
+    def _track(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,281 @@
+"""Bundles: deterministic zips of a staged service, and reading them without trusting them.
+
+Building: the same staged service gives the same bytes (sorted entries, fixed dates and
+modes, no extra fields), and the default generation id is derived from the content.
+Reading: every entry is checked (names, links, sizes, duplicates) before any byte is returned
+or written, and sizes are enforced on the decompressed data too, so a zip bomb stops early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from .definitions import (
+    ID_PATTERN,
+    DefinitionError,
+    ServiceDef,
+    dump_service,
+    parse_json,
+    parse_service,
+)
+from .staging import StagedService
+
+SERVICE_JSON = "service.json"
+_DATE = (1980, 1, 1, 0, 0, 0)
+_FILE_MODE = stat.S_IFREG | 0o644
+_UNIX = 3  # ZipInfo.create_system, fixed so the bytes do not depend on the building OS
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    """The most a bundle may hold; past it, reading refuses the bundle."""
+
+    max_entries: int
+    max_file_bytes: int
+    max_total_bytes: int
+
+
+DEFAULT_LIMITS = BundleLimits(max_entries=10_000, max_file_bytes=1 << 30, max_total_bytes=2 << 30)
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the bundle, the entry and the rule."""
+
+
+def bundle_bytes(staged: StagedService, generation: str | None = None) -> tuple[bytes, str]:
+    """The bundle of `staged`, in memory, and its generation id."""
+    buffer = io.BytesIO()
+    generation = _write_zip(staged, generation, buffer)
+    return buffer.getvalue(), generation
+
+
+def write_bundle(staged: StagedService, out_path: Path, generation: str | None = None) -> str:
+    """Write the bundle of `staged` to `out_path` atomically; return its generation id."""
+    fd, temp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            generation = _write_zip(staged, generation, out)
+        os.chmod(temp, 0o644)  # mkstemp's 0o600 would surprise whoever copies the bundle on
+        os.replace(temp, out_path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return generation
+
+
+def content_generation(staged: StagedService) -> str:
+    """The default generation id: a digest of the bundle's content without its generation."""
+    digest = hashlib.sha256()
+    for name, content in sorted(_entries(replace(staged.definition, generation=None),
+                                         staged.files).items()):
+        digest.update(name.encode() + b"\0" + _size(content).to_bytes(8, "big"))
+        for chunk in _chunks(content):
+            digest.update(chunk)
+    return "g-" + digest.hexdigest()[:12]
+
+
+def _entries(definition: ServiceDef, files: Mapping[str, bytes | Path]) -> dict[str, bytes | Path]:
+    if SERVICE_JSON in files:
+        raise BundleError(f"a staged file cannot be named {SERVICE_JSON}")
+    return {SERVICE_JSON: dump_service(definition), **files}
+
+
+def _write_zip(staged: StagedService, generation: str | None, out: BinaryIO) -> str:
+    for name in staged.files:
+        _check_name(name, "staged service")  # never build a bundle that reading would refuse
+    generation = generation or staged.definition.generation or content_generation(staged)
+    if not ID_PATTERN.fullmatch(generation):
+        raise DefinitionError(
+            f"generation: expected an id made of letters, digits, '_' or '-', got {generation!r}")
+    entries = _entries(replace(staged.definition, generation=generation), staged.files)
+    with zipfile.ZipFile(out, "w") as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, _DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED  # at zlib's default level
+            info.create_system = _UNIX
+            info.external_attr = _FILE_MODE << 16
+            info.file_size = _size(entries[name])
+            with archive.open(info, "w") as entry:
+                for chunk in _chunks(entries[name]):
+                    entry.write(chunk)
+    return generation
+
+
+def _size(content: bytes | Path) -> int:
+    return len(content) if isinstance(content, bytes) else content.stat().st_size
+
+
+def _chunks(content: bytes | Path) -> Iterator[bytes]:
+    if isinstance(content, bytes):
+        yield content
+        return
+    with content.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            yield chunk
+
+
+def read_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> dict[str, bytes]:
+    """All files of a bundle by name, after checking every entry against the rules."""
+    label = _label(source)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except zipfile.BadZipFile:
+        raise BundleError(f"{label}: not a bundle (zip) file") from None
+    except OSError as error:
+        raise BundleError(f"{label}: cannot read: {error.strerror}") from error
+    with archive:
+        files = _checked_files(archive.infolist(), label, limits)
+        contents: dict[str, bytes] = {}
+        budget = limits.max_total_bytes
+        for info in files:
+            contents[info.filename] = _read_entry(archive, info, label,
+                                                  min(limits.max_file_bytes, budget))
+            budget -= len(contents[info.filename])
+    return contents
+
+
+def _label(source: Path | bytes) -> str:
+    """How messages name a bundle."""
+    return "bundle" if isinstance(source, bytes) else str(source)
+
+
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why an entry name could escape or confuse the directory it is extracted into."""
+    parts = name.split("/")
+    if not name:
+        return "empty name"
+    if "\\" in name:
+        return "backslash in name"
+    if name.startswith("/") or _DRIVE.match(name):
+        return "absolute path"
+    if ".." in parts:
+        return "'..' in path"
+    if "" in parts or "." in parts:
+        return "empty or '.' path segment"
+    return None
+
+
+def _check_name(name: str, label: str) -> None:
+    problem = _name_problem(name)
+    if problem:
+        raise BundleError(f"{label}: entry {name!r} refused: {problem}")
+
+
+def _checked_files(infos: list[zipfile.ZipInfo], label: str,
+                   limits: BundleLimits) -> list[zipfile.ZipInfo]:
+    """The file entries (directory entries dropped) once every entry has passed the rules."""
+    if len(infos) > limits.max_entries:
+        raise BundleError(f"{label}: {len(infos)} entries, past the limit of {limits.max_entries}")
+    seen: set[str] = set()
+    total = 0
+    for info in infos:
+        name = info.filename
+        refuse = f"{label}: entry {name!r} refused"
+        _check_name(name.removesuffix("/") if info.is_dir() else name, label)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise BundleError(f"{refuse}: symbolic link")
+        if name in seen:
+            raise BundleError(f"{refuse}: duplicate name")
+        if info.flag_bits & 0x1:
+            raise BundleError(f"{refuse}: encrypted")
+        if info.file_size > limits.max_file_bytes:
+            raise BundleError(f"{refuse}: {info.file_size} bytes, past the limit of "
+                              f"{limits.max_file_bytes} per file")
+        total += info.file_size
+        if total > limits.max_total_bytes:
+            raise BundleError(f"{refuse}: the entries add up past the limit of "
+                              f"{limits.max_total_bytes} bytes")
+        seen.add(name)
+    files = [info for info in infos if not info.is_dir()]
+    names = {info.filename for info in files}
+    directories = {name.removesuffix("/") for name in seen - names}
+    directories.update(str(parent) for name in names for parent in PurePosixPath(name).parents)
+    clashes = sorted(names & directories)
+    if clashes:
+        raise BundleError(f"{label}: entry {clashes[0]!r} refused: both a file and a folder")
+    if SERVICE_JSON not in names:
+        raise BundleError(f"{label}: missing {SERVICE_JSON}")
+    return files
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, allowed: int) -> bytes:
+    """An entry's bytes, reading no more than `allowed` whatever its header declares."""
+    try:
+        with archive.open(info) as entry:
+            data = entry.read(allowed + 1)
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as error:
+        raise BundleError(f"{label}: entry {info.filename!r} refused: corrupt ({error})") from None
+    if len(data) > allowed:  # whatever the headers said (zipfile trusts them to stop)
+        raise BundleError(f"{label}: entry {info.filename!r} refused: decompresses past the "
+                          f"size limit")
+    return data
+
+
+def _open(source: Path | bytes, limits: BundleLimits) -> tuple[ServiceDef, dict[str, bytes]]:
+    """A bundle's definition (its generation set) and other files, checked to fit together."""
+    label = _label(source)
+    files = read_bundle(source, limits)
+    where = f"{label}: {SERVICE_JSON}"
+    definition = parse_service(parse_json(files.pop(SERVICE_JSON), where), where)
+    for endpoint in definition.endpoints:
+        if endpoint.code not in files:
+            raise BundleError(f"{label}: endpoint {endpoint.id}: code file {endpoint.code!r} "
+                              "is not in the bundle")
+        for folder in endpoint.folders:
+            problem = _name_problem(folder) or ("a file, not a folder" if folder in files else None)
+            if problem:
+                raise BundleError(f"{label}: endpoint {endpoint.id}: folder {folder!r} "
+                                  f"refused: {problem}")
+    if definition.generation is None:  # a zip not made by `apinode build`
+        definition = replace(definition,
+                             generation=content_generation(StagedService(definition, files)))
+    return definition, files
+
+
+def open_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> StagedService:
+    """A bundle as a staged service, in memory (to serve it, or to bundle it again)."""
+    definition, files = _open(source, limits)
+    return StagedService(definition, files)
+
+
+def extract_bundle(source: Path | bytes, dest: Path,
+                   limits: BundleLimits = DEFAULT_LIMITS) -> ServiceDef:
+    """Check a bundle, then extract it to `dest` (which must not exist) all at once.
+
+    Nothing is written unless the whole bundle passes; files go to a temporary directory next
+    to `dest` that is renamed to it at the end, so `dest` is either absent or complete.
+    """
+    if dest.exists() or dest.is_symlink():
+        raise FileExistsError(f"{dest}: already exists")
+    definition, files = _open(source, limits)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        for name, content in {SERVICE_JSON: dump_service(definition), **files}.items():
+            target = temp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        for endpoint in definition.endpoints:
+            for folder in endpoint.folders:  # an empty folder has no entry, yet the code expects it
+                (temp / folder).mkdir(parents=True, exist_ok=True)
+        os.replace(temp, dest)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return definition

@@ -1,0 +1,132 @@
+"""A notebook is a service source: its `%%api_endpoint` cells, read without a kernel.
+
+A cell whose first non-blank line is `%%api_endpoint SERVICE/ENDPOINT --function NAME ...`
+holds that endpoint's code (the rest of the cell, untouched); one starting with
+`%%api_test_queries SERVICE/ENDPOINT` holds a JSON list of its test queries. A later cell for
+the same endpoint replaces an earlier one, as re-running it in the kernel would.
+`stage_registrations` is the one way from cells to a staged service, shared with the in-kernel
+magics so that both build byte-identical bundles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .definitions import DefinitionError, TestQuery, parse_json, parse_service, parse_test_queries
+from .magic_syntax import (
+    ENDPOINT_MAGIC,
+    ENDPOINT_USAGE,
+    TEST_QUERIES_MAGIC,
+    EndpointMagic,
+    MagicUsageError,
+    parse_endpoint_magic,
+    parse_test_queries_magic,
+)
+from .staging import StagedService, stage_definition
+
+
+@dataclass(frozen=True)
+class EndpointRegistration:
+    """One endpoint as its cells define it: the magic's arguments, the code, the test queries."""
+
+    magic: EndpointMagic
+    code: str
+    test_queries: tuple[TestQuery, ...] = ()
+
+
+def stage_registrations(service_id: str, endpoints: Sequence[EndpointRegistration],
+                        base_dir: Path, source: str) -> StagedService:
+    """Stage a service from its registered endpoints; folders are relative to `base_dir`.
+
+    Each endpoint's code becomes `endpoints/<id>/<id>.py`; `source` names the origin (the
+    notebook) in error messages.
+    """
+    strangers = [f"{r.magic.service}/{r.magic.endpoint}" for r in endpoints
+                 if r.magic.service != service_id]
+    if strangers:
+        raise ValueError(f"endpoints of other services than {service_id!r}: {strangers}")
+    definition = parse_service(
+        {"id": service_id, "endpoints": [_endpoint_json(r) for r in endpoints]}, source)
+    code = {r.magic.endpoint: r.code.encode() for r in endpoints}
+    return stage_definition(definition, base_dir, source, code)
+
+
+def _endpoint_json(registration: EndpointRegistration) -> dict[str, Any]:
+    """The service.json form of a registration (so it is validated like one)."""
+    magic = registration.magic
+    out: dict[str, Any] = {
+        "id": magic.endpoint,
+        "code": f"{magic.endpoint}.py",
+        "function": magic.function,
+        "folders": list(magic.folders),
+        "pool": dict(magic.pool),
+        "testQueries": [query.to_json() for query in registration.test_queries],
+    }
+    if magic.requirements:
+        out["codeEnv"] = {"requirements": list(magic.requirements)}
+    return out
+
+
+def read_notebook_services(path: Path) -> dict[str, StagedService]:
+    """Every service a notebook defines, by id, in order of first appearance."""
+    cells: dict[str, dict[str, tuple[EndpointMagic, str]]] = {}
+    queries: dict[tuple[str, str], tuple[TestQuery, ...]] = {}
+    query_cells: dict[tuple[str, str], str] = {}
+    for number, source in enumerate(_code_cells(path), start=1):
+        where = f"{path}: cell {number}"
+        first_line, _, body = source.lstrip().partition("\n")
+        magic_name, _, arguments = first_line.strip().partition(" ")
+        try:
+            if magic_name == ENDPOINT_MAGIC:
+                magic = parse_endpoint_magic(arguments)
+                cells.setdefault(magic.service, {})[magic.endpoint] = (magic, body)
+            elif magic_name == TEST_QUERIES_MAGIC:
+                target = parse_test_queries_magic(arguments)
+                queries[target] = parse_test_queries(parse_json(body, where),
+                                                     f"{where}: testQueries")
+                query_cells[target] = where
+        except MagicUsageError as error:
+            raise MagicUsageError(f"{where}: {error}") from None
+    for (service, endpoint), where in query_cells.items():
+        if endpoint not in cells.get(service, {}):
+            raise DefinitionError(f"{where}: test queries for {service}/{endpoint}, "
+                                  f"which no {ENDPOINT_MAGIC} cell defines")
+    return {
+        service: stage_registrations(service, [
+            EndpointRegistration(magic, code, queries.get((service, endpoint), ()))
+            for endpoint, (magic, code) in endpoints.items()
+        ], path.parent, str(path))
+        for service, endpoints in cells.items()
+    }
+
+
+def _code_cells(path: Path) -> list[str]:
+    """The sources of a notebook's cells, code cells only (others as "", to keep numbering)."""
+    import nbformat  # here: only notebook sources need it, and the node runs without Jupyter
+
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except (OSError, ValueError, nbformat.ValidationError) as error:
+        summary = str(error).strip().splitlines()[0]  # schema errors run over many lines
+        raise DefinitionError(f"{path}: not a readable notebook: {summary}") from None
+    return [cell.source if cell.cell_type == "code" else "" for cell in notebook.cells]
+
+
+def stage_notebook(path: Path, service_id: str | None = None) -> StagedService:
+    """Stage the service a notebook defines; `service_id` picks one when it defines several."""
+    services = read_notebook_services(path)
+    if not services:
+        raise DefinitionError(
+            f"{path}: defines no service; an endpoint is a code cell starting with "
+            f"{ENDPOINT_USAGE.removeprefix('usage: ')}")
+    if service_id is None and len(services) == 1:
+        return next(iter(services.values()))
+    if service_id in services:
+        return services[service_id]
+    listed = ", ".join(services)
+    if service_id is None:
+        raise DefinitionError(f"{path}: defines several services ({listed}); pass the one to use")
+    raise DefinitionError(f"{path}: defines no service {service_id!r}, only {listed}")

@@ -1,0 +1,139 @@
+"""A service ready to be bundled: its definition rewritten to archive paths, and its files.
+
+Every source (directory, notebook, bundle) is staged into the archive layout below, so a bundle
+and an extracted generation directory look the same and the node reads both alike:
+
+    service.json                                   the definition, paths rewritten
+    endpoints/<endpoint id>/<code file name>       each endpoint's code
+    folders/<folder name>[-2, -3 ...]/...          each distinct source folder, once
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+from .definitions import DefinitionError, EndpointDef, ServiceDef, load_service_file
+
+SKIPPED_DIRECTORIES = frozenset({"__pycache__", ".ipynb_checkpoints"})
+
+
+@dataclass(frozen=True)
+class StagedService:
+    """A definition whose code and folders are archive paths, and the files behind them.
+
+    `files` maps archive paths to contents, or to files on disk read only when bundled; it holds
+    everything but service.json, which is written from `definition`.
+    """
+
+    definition: ServiceDef
+    files: Mapping[str, bytes | Path]
+
+
+def stage_definition(
+    definition: ServiceDef,
+    base_dir: Path,
+    source: str,
+    code: Mapping[str, bytes] | None = None,
+) -> StagedService:
+    """Stage a definition whose code and folders are relative to `base_dir`.
+
+    `code` gives endpoints' code by endpoint id (a notebook's cells); without it, code is read
+    from the files the definition names. `source` names the origin in error messages.
+    """
+    files: dict[str, bytes | Path] = {}
+    folders = _Folders(files)
+    endpoints = []
+    for endpoint in definition.endpoints:
+        where = f"{source}: endpoint {endpoint.id}"
+        code_path = f"endpoints/{endpoint.id}/{PurePosixPath(endpoint.code).name}"
+        files[code_path] = code[endpoint.id] if code is not None else _code_file(
+            base_dir, endpoint, where)
+        endpoints.append(replace(
+            endpoint,
+            code=code_path,
+            folders=tuple(folders.add(base_dir, folder, where) for folder in endpoint.folders),
+        ))
+    return StagedService(replace(definition, endpoints=tuple(endpoints)), files)
+
+
+def stage_directory(path: Path) -> StagedService:
+    """Stage a service directory: its service.json, with code and folders relative to it."""
+    service_file = path / "service.json"
+    return stage_definition(load_service_file(service_file), path, str(service_file))
+
+
+def stage_source(path: Path, service_id: str | None = None) -> StagedService:
+    """Stage whatever the user points at: a service directory, a notebook or a bundle.
+
+    `service_id` picks a service in a notebook that defines several; for the other sources it
+    must match the one service they define.
+    """
+    # Imported here: both modules build on this one.
+    from .bundles import open_bundle
+    from .notebooks import stage_notebook
+
+    if not path.exists():
+        raise DefinitionError(f"{path}: no such file or directory")
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        staged = stage_directory(path)
+    elif suffix == ".ipynb":
+        return stage_notebook(path, service_id)
+    elif suffix == ".zip":
+        staged = open_bundle(path)
+    else:
+        raise DefinitionError(
+            f"{path}: expected a service directory (with a service.json), "
+            "a notebook (.ipynb) or a bundle (.zip)"
+        )
+    if service_id is not None and service_id != staged.definition.id:
+        raise DefinitionError(
+            f"{path}: defines service {staged.definition.id!r}, not {service_id!r}")
+    return staged
+
+
+def _code_file(base_dir: Path, endpoint: EndpointDef, where: str) -> Path:
+    path = base_dir / endpoint.code
+    if not path.is_file():
+        raise DefinitionError(f"{where}: code file not found: {path}")
+    return path
+
+
+class _Folders:
+    """The folders of one service, each distinct one staged once under a unique name."""
+
+    def __init__(self, files: dict[str, bytes | Path]) -> None:
+        self._files = files
+        self._names: dict[Path, str] = {}
+
+    def add(self, base_dir: Path, folder: str, where: str) -> str:
+        """Stage `folder` (relative to `base_dir`) unless done already; its archive path."""
+        real = (base_dir / folder).resolve()
+        if real in self._names:
+            return self._names[real]
+        if not real.is_dir():
+            raise DefinitionError(f"{where}: folder not found: {base_dir / folder}")
+        stem = f"folders/{real.name or 'root'}"
+        name, count = stem, 1
+        while name in self._names.values():
+            count += 1
+            name = f"{stem}-{count}"
+        self._names[real] = name
+        self._files.update(_folder_files(real, name, f"{where}: folder {folder}"))
+        return name
+
+
+def _folder_files(directory: Path, prefix: str, where: str) -> Iterator[tuple[str, Path]]:
+    """(archive path, file) for every file under `directory`, refusing links and specials."""
+    for entry in sorted(directory.iterdir()):
+        if entry.is_symlink():
+            raise DefinitionError(f"{where}: symbolic links cannot be bundled: {entry}")
+        if entry.is_dir():
+            if entry.name not in SKIPPED_DIRECTORIES:
+                yield from _folder_files(entry, f"{prefix}/{entry.name}", where)
+        elif entry.is_file():
+            yield f"{prefix}/{entry.name}", entry
+        else:
+            raise DefinitionError(f"{where}: not a regular file: {entry}")

@@ -1,0 +1,2 @@
+def hello(name="world"):
+    return "hello " + name

@@ -1,0 +1,201 @@
+"""The node through real HTTP: every row of DESIGN.md's status table, the public client, and
+what user code can do to a pipeline (print, crash, keep state, read its folders)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+
+import dataikuapi
+import pytest
+import requests
+from dataikuapi.utils import DataikuException
+
+from support import SERVICES, NodeProcess, eventually
+
+
+@pytest.fixture(scope="module")
+def init_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("init") / "inits.txt"
+
+
+@pytest.fixture(scope="module")
+def node(init_log):
+    node = NodeProcess("run", str(SERVICES / "testsvc"), "--max-body-mb", "1",
+                       env={"APINODE_TEST_INIT_LOG": str(init_log)})
+    yield node
+    assert node.stop() == 0
+    assert node.pipelines() == []
+
+
+def run_url(node, endpoint, service="testsvc"):
+    return f"{node.url}/public/api/v1/{service}/{endpoint}/run"
+
+
+def post(node, endpoint, body=None, **kwargs):
+    return requests.post(run_url(node, endpoint), json=body, timeout=30, **kwargs)
+
+
+def assert_error(response, status, error_type, *fragments):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"errorType", "message", "detailedMessage"}
+    assert body["errorType"] == error_type
+    for fragment in fragments:
+        assert fragment in body["message"], body
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_success_shape(node):
+    response = post(node, "add", {"a": 1, "b": 2})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["response"] == 3
+    assert set(body["timing"]) == {"wait", "execution", "total"}
+    assert body["timing"]["total"] >= body["timing"]["execution"] >= 0
+    assert body["apiContext"]["serviceId"] == "testsvc"
+    assert body["apiContext"]["endpointId"] == "add"
+    assert body["apiContext"]["serviceGeneration"].startswith("g-")
+
+
+def test_public_client_runs_functions(node):
+    client = dataikuapi.APINodeClient(node.url, "testsvc")
+    assert client.run_function("add", a=40, b=2)["response"] == 42
+    assert client.run_function("nothing")["response"] is None
+    with pytest.raises(DataikuException, match="FunctionError: ValueError: broken"):
+        client.run_function("raises", message="broken")
+
+
+def test_kwargs_receives_the_other_attributes(node):
+    body = post(node, "echo", {"z": 5, "x": 1, "y": [2]}).json()
+    assert body["response"] == {"z": 5, "data": {"x": 1, "y": [2]}}
+
+
+def test_none_is_a_valid_result(node):
+    assert post(node, "nothing", {}).json()["response"] is None
+
+
+def test_is_alive(node):
+    assert requests.get(f"{node.url}/isAlive", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (b"{not json", "not a JSON object"),
+    (b"[1, 2]", "got a JSON array"),
+    (b'"text"', "got a JSON string"),
+])
+def test_400_body_not_a_json_object(node, data, fragment):
+    response = requests.post(run_url(node, "add"), data=data, timeout=10)
+    assert_error(response, 400, "BadRequest", fragment)
+
+
+def test_400_names_missing_and_unexpected_parameters(node):
+    body = assert_error(post(node, "add", {"b": 1, "c": 2}), 400, "InvalidParameters",
+                        "missing parameter 'a'", "unexpected parameter 'c'")
+    assert "add(a, b=0)" in body["message"]
+
+
+def test_404_unknown_service_and_endpoint(node):
+    assert_error(requests.post(run_url(node, "add", service="nope"), json={}, timeout=10), 404, "NotFound", "'nope'")
+    assert_error(post(node, "nope", {}), 404, "NotFound", "'nope'", "add")
+    assert_error(requests.get(f"{node.url}/no/such/url", timeout=10), 404, "NotFound")
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_405_other_methods(node, method):
+    response = requests.request(method, run_url(node, "add"), timeout=10)
+    assert_error(response, 405, "MethodNotAllowed", "POST")
+
+
+def test_413_body_over_the_limit(node):
+    response = requests.post(run_url(node, "echo"), data=b'{"x": "' + b"a" * (1 << 20) + b'"}', timeout=30)
+    assert_error(response, 413, "BodyTooLarge", "limit")
+    assert post(node, "add", {"a": 1}).status_code == 200
+
+
+def test_500_function_raised_without_traceback(node):
+    body = assert_error(post(node, "raises", {"message": "no such customer"}), 500, "FunctionError",
+                        "ValueError: no such customer")
+    assert "line" not in body["detailedMessage"]
+    node.wait_for_output('raise ValueError(message)')  # the author finds the traceback in the log
+
+
+def test_500_result_not_serializable_names_the_type(node):
+    assert_error(post(node, "notjson", {}), 500, "ResultNotSerializable", "a set")
+
+
+def test_500_endpoint_that_failed_to_load_while_others_serve(node):
+    assert_error(post(node, "broken", {}), 500, "EndpointLoadFailed", "this endpoint cannot load")
+    assert "broken: FAILED to load" in node.output
+    assert post(node, "add", {"a": 1}).status_code == 200
+
+
+def test_crash_fails_its_request_and_the_pipeline_is_replaced(node):
+    first = post(node, "crash", {}).json()["response"]
+    assert_error(post(node, "crash", {"exit_code": 3}), 500, "PipelineDied")
+    second = eventually(lambda: post(node, "crash", {}).json().get("response"))
+    assert second != first
+    assert node.pipelines("testsvc/crash") == [second]
+    assert post(node, "add", {"a": 1}).status_code == 200
+
+
+def test_prints_go_to_the_log_not_the_channel(node):
+    assert post(node, "printer", {"text": "ping"}).json()["response"] == "ping"
+    node.wait_for_output("printed to stdout: ping")
+    node.wait_for_output("printed to stderr: ping")
+
+
+def test_initialization_runs_once_per_pipeline(node, init_log):
+    replies = [post(node, "state", {}).json()["response"] for _ in range(3)]
+    assert [reply["calls"] for reply in replies] == [1, 2, 3]
+    assert init_log.read_text().split() == [str(replies[0]["pid"])]
+
+
+def test_folders_are_absolute_and_in_declared_order(node):
+    body = post(node, "folders", {}).json()["response"]
+    assert body["words"] == ["beta", "alpha"]
+    assert all(os.path.isabs(folder) for folder in body["folders"])
+
+
+def test_floor_pipelines_are_started_at_load(node):
+    assert len(node.pipelines("testsvc/floor")) == 2
+
+
+def test_scales_up_to_ceil_then_down_to_cruise(node):
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        replies = list(pool.map(lambda _: post(node, "scale", {"delay": 1.0}), range(5)))
+    assert all(reply.status_code == 200 for reply in replies)
+    assert len({reply.json()["response"]["pid"] for reply in replies}) == 3
+    eventually(lambda: len(node.pipelines("testsvc/scale")) == 1)
+
+
+def hold_pipeline(pool, node, endpoint, tmp_path, delay):
+    """Start a slow request and return once it runs on the endpoint's only pipeline."""
+    started = tmp_path / "started"
+    running = pool.submit(post, node, endpoint, {"delay": delay, "started": str(started)})
+    eventually(started.exists)
+    return running
+
+
+def test_full_queue_rejects_at_once_with_retry_after(node, tmp_path):
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        running = hold_pipeline(pool, node, "narrow", tmp_path, delay=1.5)
+        contenders = [pool.submit(post, node, "narrow", {}) for _ in range(2)]
+        replies = sorted((c.result() for c in contenders), key=lambda r: r.status_code)
+        assert replies[0].status_code == 200
+        assert_error(replies[1], 503, "QueueFull", "queue is full")
+        assert replies[1].headers["Retry-After"]
+        assert replies[1].elapsed.total_seconds() < 1
+        assert running.result().status_code == 200
+
+
+def test_queue_timeout_rejects_at_the_timeout(node, tmp_path):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = hold_pipeline(pool, node, "timeout", tmp_path, delay=2)
+        response = post(node, "timeout", {})
+        assert_error(response, 503, "QueueTimeout", "300 ms")
+        assert 0.25 < response.elapsed.total_seconds() < 1.5
+        assert response.headers["Retry-After"]
+        assert running.result().status_code == 200

@@ -1,0 +1,208 @@
+"""The pool state machine (apinode.node.pool), driven with in-memory pipelines.
+
+Each fake pipeline answers when the test releases it, so every scenario is exact: no sleeps, no
+processes. Timeouts are real but short, and every test is bounded by pytest-timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from apinode.node.errors import EndpointLoadFailed, PipelineDied, PoolClosed, QueueFull, QueueTimeout
+from apinode.node.pipeline import Reply
+from apinode.node.pool import Pool
+from apinode.packaging.definitions import PoolSettings
+from apinode.runtime import framing
+
+
+class FakePipeline:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.stopped = False
+        self.gate: asyncio.Future[None] | None = None
+        self.on_exit = None
+
+    async def call(self, body: bytes) -> Reply:
+        self.gate = asyncio.get_running_loop().create_future()
+        await self.gate
+        return Reply(framing.RESULT, 200, 0.0, b"%d:%b" % (self.number, body))
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def set_exit_callback(self, callback) -> None:
+        self.on_exit = callback
+
+    def die(self) -> None:
+        assert self.gate is not None
+        self.gate.set_exception(PipelineDied("died"))
+        self.on_exit(self)
+
+
+class Factory:
+    def __init__(self, fail: bool = False) -> None:
+        self.made: list[FakePipeline] = []
+        self.fail = fail
+
+    async def __call__(self) -> FakePipeline:
+        await asyncio.sleep(0)
+        if self.fail:
+            raise EndpointLoadFailed("boom", "Traceback: boom")
+        pipeline = FakePipeline(len(self.made))
+        self.made.append(pipeline)
+        return pipeline
+
+    @property
+    def alive(self) -> list[FakePipeline]:
+        return [p for p in self.made if not p.stopped]
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def busy_until(pipelines) -> None:
+    """Wait (bounded) until every given pipeline holds a request."""
+    for _ in range(100):
+        if all(p.gate is not None and not p.gate.done() for p in pipelines):
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("pipelines never became busy")
+
+
+def make(floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000, fail=False):
+    factory = Factory(fail)
+    return Pool("svc/ep", PoolSettings(floor=floor, ceil=ceil, cruise=cruise, queue=queue, timeout_ms=timeout_ms), factory), factory
+
+
+async def test_floor_is_started_before_any_request():
+    pool, factory = make(floor=3, cruise=3)
+    await pool.start()
+    assert len(factory.made) == 3 and pool.size == 3
+
+
+async def test_scales_up_to_ceil_then_queues():
+    pool, factory = make(floor=1, ceil=3, cruise=1, queue=5)
+    await pool.start()
+    calls = [asyncio.ensure_future(pool.run(b"x")) for _ in range(5)]
+    await settle()
+    assert len(factory.made) == 3
+    assert pool.busy == 3 and pool.queued == 2
+    for pipeline in factory.made:
+        pipeline.gate.set_result(None)
+    await busy_until(factory.made[:2])
+    for pipeline in factory.made[:2]:
+        pipeline.gate.set_result(None)
+    results = await asyncio.gather(*calls)
+    assert all(reply.status == 200 for reply, _ in results)
+
+
+async def test_scales_down_to_cruise_when_work_is_done():
+    pool, factory = make(floor=1, ceil=4, cruise=2, queue=0)
+    await pool.start()
+    calls = [asyncio.ensure_future(pool.run(b"x")) for _ in range(4)]
+    await settle()
+    await busy_until(factory.made)
+    assert pool.size == 4
+    for pipeline in factory.made:
+        pipeline.gate.set_result(None)
+    await asyncio.gather(*calls)
+    await settle()
+    assert pool.size == 2
+    assert len(factory.alive) == 2
+
+
+async def test_full_queue_rejects_at_once():
+    pool, factory = make(floor=1, ceil=1, cruise=1, queue=1)
+    await pool.start()
+    running = asyncio.ensure_future(pool.run(b"1"))
+    queued = asyncio.ensure_future(pool.run(b"2"))
+    await settle()
+    with pytest.raises(QueueFull):
+        await pool.run(b"3")
+    assert pool.rejected == 1
+    factory.made[0].gate.set_result(None)
+    await busy_until(factory.made)
+    factory.made[0].gate.set_result(None)
+    assert [(await c)[0].payload for c in (running, queued)] == [b"0:1", b"0:2"]
+
+
+async def test_queue_timeout_rejects_at_the_timeout():
+    pool, factory = make(floor=1, ceil=1, cruise=1, queue=4, timeout_ms=50)
+    await pool.start()
+    running = asyncio.ensure_future(pool.run(b"1"))
+    await settle()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(QueueTimeout):
+        await pool.run(b"2")
+    waited = loop.time() - started
+    assert 0.04 <= waited < 0.5
+    assert pool.queued == 0
+    factory.made[0].gate.set_result(None)
+    await running
+
+
+async def test_queue_is_first_in_first_out():
+    pool, factory = make(floor=1, ceil=1, cruise=1, queue=10)
+    await pool.start()
+    order = []
+
+    async def call(n: int) -> None:
+        await pool.run(b"%d" % n)
+        order.append(n)
+
+    tasks = []
+    for n in range(6):
+        tasks.append(asyncio.ensure_future(call(n)))
+        await settle()
+    for _ in range(6):
+        await busy_until(factory.made)
+        factory.made[0].gate.set_result(None)
+        await settle()
+    await asyncio.gather(*tasks)
+    assert order == list(range(6))
+
+
+async def test_dead_pipeline_fails_its_request_and_is_replaced():
+    pool, factory = make(floor=2, ceil=2, cruise=2)
+    await pool.start()
+    calls = [asyncio.ensure_future(pool.run(b"x")) for _ in range(2)]
+    await busy_until(factory.made)
+    factory.made[0].die()
+    await settle()
+    assert len(factory.made) == 3 and pool.size == 2
+    factory.made[1].gate.set_result(None)
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == ["PipelineDied", "tuple"]
+
+
+async def test_load_failure_marks_the_pool_failed_without_respawning():
+    pool, factory = make(floor=2, fail=True)
+    with pytest.raises(EndpointLoadFailed):
+        await pool.start()
+    with pytest.raises(EndpointLoadFailed, match="boom"):
+        await pool.run(b"x")
+    await settle()
+    assert pool.size == 0 and pool.failure is not None
+
+
+async def test_close_drains_running_and_queued_requests_then_stops_everything():
+    pool, factory = make(floor=1, ceil=1, cruise=1, queue=2)
+    await pool.start()
+    first = asyncio.ensure_future(pool.run(b"1"))
+    second = asyncio.ensure_future(pool.run(b"2"))
+    await settle()
+    closing = asyncio.ensure_future(pool.close(drain_timeout=5))
+    await settle()
+    with pytest.raises(PoolClosed):
+        await pool.run(b"3")
+    factory.made[0].gate.set_result(None)
+    await busy_until(factory.made)
+    factory.made[0].gate.set_result(None)
+    await closing
+    assert [(await c)[0].payload for c in (first, second)] == [b"0:1", b"0:2"]
+    assert factory.alive == []
