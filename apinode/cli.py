@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import shlex
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from .node import eventloop
 from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.services import ServiceRegistry
 from .packaging.bundles import BundleError, bundle_bytes, extract_bundle, write_bundle
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="apinode-run-") as data_dir:
         directory = Path(data_dir) / "services" / staged.definition.id / "generations" / generation
         definition = extract_bundle(bundle, directory)
-        asyncio.run(_serve_one(definition, directory, args))
+        eventloop.run(_serve_one(definition, directory, args))
     return 0
 
 

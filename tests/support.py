@@ -16,11 +16,15 @@ READY = re.compile(r"^apinode: serving .* at (http://\S+)$")
 
 
 class NodeProcess:
-    """`apinode <command> ... --port 0`; `url` once it announced itself; its log in `output`."""
+    """`apinode <command> ... --port 0`; `url` once it announced itself; its log in `output`.
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60) -> None:
+    `program` replaces `python -m apinode.cli` for a baseline server that announces itself alike.
+    """
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60,
+                 program: tuple[str, ...] = (sys.executable, "-m", "apinode.cli")) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "apinode.cli", *args, "--port", "0"],
+            [*program, *args, "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, **(env or {})},
         )

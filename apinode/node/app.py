@@ -19,6 +19,7 @@ from .handlers import IsAliveHandler, NotFoundHandler, RunHandler
 from .services import ServiceRegistry
 
 log = logging.getLogger("apinode.node")
+access_log = logging.getLogger("tornado.access")
 
 DEFAULT_MAX_BODY_MB = 16
 
@@ -31,7 +32,17 @@ def make_app(services: ServiceRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_M
              {"services": services, "max_body_bytes": max_body_bytes}),
         ],
         default_handler_class=NotFoundHandler,
+        log_function=log_request,
     )
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line, built only when it will be written (not on every call)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
+                       1000.0 * handler.request.request_time())
 
 
 async def serve(services: ServiceRegistry, host: str, port: int, *, max_body_bytes: int,

@@ -46,7 +46,10 @@ class Pool:
         self._idle: list[Worker] = []
         self._busy: set[Worker] = set()
         self._starting = 0
-        self._waiters: collections.deque[asyncio.Future[Worker]] = collections.deque()
+        # (deadline, future) in arrival order: with one timeout per pool, deadlines are sorted
+        # too, so a single timer on the head of the queue expires every waiter in time.
+        self._waiters: collections.deque[tuple[float, asyncio.Future[Worker]]] = collections.deque()
+        self._expiry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self.failure: EndpointLoadFailed | None = None
         self._closing = False
@@ -102,10 +105,7 @@ class Pool:
             except asyncio.TimeoutError:
                 log.warning("%s: %d requests still running after %ss; stopping anyway",
                             self.name, len(self._busy), drain_timeout)
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(PoolClosed(f"{self.name} is stopping"))
-        self._waiters.clear()
+        self._reject_waiters(PoolClosed(f"{self.name} is stopping"))
         workers = self._idle + list(self._busy)
         self._idle.clear()
         self._busy.clear()
@@ -127,40 +127,50 @@ class Pool:
             self.rejected += 1
             raise QueueFull(f"{self.name}: all {self.size} pipelines are busy and the queue is full "
                             f"({self.settings.queue} waiting)")
-        waiter: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        timer = asyncio.get_running_loop().call_later(self.settings.timeout_ms / 1000, self._expire, waiter)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Worker] = loop.create_future()
+        deadline = loop.time() + self.settings.timeout_ms / 1000
+        self._waiters.append((deadline, waiter))
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire_waiters)
         try:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._offer(waiter.result())  # handed over just as the caller went away
-            raise
-        finally:
-            timer.cancel()
-            if not waiter.done() or waiter.cancelled():
+            else:
                 self._remove_waiter(waiter)
+            raise
 
-    def _expire(self, waiter: asyncio.Future[Worker]) -> None:
-        if waiter.done():
-            return
-        self._remove_waiter(waiter)
-        self.rejected += 1
-        waiter.set_exception(QueueTimeout(
-            f"{self.name}: waited {self.settings.timeout_ms} ms in the queue for a free pipeline"))
+    def _expire_waiters(self) -> None:
+        """Refuse the waiters whose deadline passed; re-arm the timer for the next one."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._waiters:
+            deadline, waiter = self._waiters[0]
+            if not waiter.done() and deadline > now:
+                self._expiry = loop.call_at(deadline, self._expire_waiters)
+                break
+            self._waiters.popleft()
+            if not waiter.done():
+                self.rejected += 1
+                waiter.set_exception(QueueTimeout(
+                    f"{self.name}: waited {self.settings.timeout_ms} ms in the queue for a free pipeline"))
+        self._check_drained()
 
     def _remove_waiter(self, waiter: asyncio.Future[Worker]) -> None:
-        try:
-            self._waiters.remove(waiter)
-        except ValueError:
-            pass
+        for entry in self._waiters:
+            if entry[1] is waiter:
+                self._waiters.remove(entry)
+                break
         self._check_drained()
 
     def _offer(self, worker: Worker) -> None:
         """A pipeline is free (just started or done with a request): first waiter first."""
         self._busy.discard(worker)
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, waiter = self._waiters.popleft()
             if not waiter.done():
                 self._busy.add(worker)
                 waiter.set_result(worker)
@@ -218,14 +228,17 @@ class Pool:
         if self.failure is None:
             log.error("%s failed to load: %s\n%s", self.name, failure.message, failure.traceback)
             self.failure = failure
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(failure)
+        self._reject_waiters(failure)
         idle, self._idle = self._idle, []
         for worker in idle:
             self._track(worker.stop())
         self._check_drained()
+
+    def _reject_waiters(self, error: Exception) -> None:
+        while self._waiters:
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def _check_drained(self) -> None:
         if not self._busy and not self._waiters:

@@ -1,0 +1,70 @@
+"""Starting and stopping: SIGTERM and Ctrl-C drain what is in flight and leave no process."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from support import SERVICES, NodeProcess, eventually
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_drains_in_flight_requests_and_leaves_no_process(tmp_path, signum):
+    node = NodeProcess("run", str(SERVICES / "testsvc"), env={"APINODE_TEST_INIT_LOG": str(tmp_path / "inits")})
+    pipelines = node.pipelines()
+    assert pipelines
+    started = tmp_path / "started"
+    url = f"{node.url}/public/api/v1/testsvc/narrow/run"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(requests.post, url, json={"delay": 1, "started": str(started)}, timeout=30)
+        eventually(started.exists)
+        node.process.send_signal(signum)
+        response = in_flight.result()
+    assert response.status_code == 200, response.text
+    assert node.stop() == 0
+    assert not [pid for pid in pipelines if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_build_twice_gives_the_same_bytes(tmp_path):
+    outputs = [tmp_path / "first.zip", tmp_path / "second.zip"]
+    for output in outputs:
+        subprocess.run([sys.executable, "-m", "apinode.cli", "build", str(SERVICES / "testsvc"), "-o", str(output)],
+                       check=True, capture_output=True, timeout=60)
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+
+
+def test_a_bad_source_is_one_clear_line(tmp_path):
+    (tmp_path / "service.json").write_text('{"id": "x", "endpoints": [{"id": "e", "code": "e.py"}]}')
+    result = subprocess.run([sys.executable, "-m", "apinode.cli", "run", str(tmp_path), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "function" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_zip_slip_bundle_is_refused_with_nothing_written(tmp_path):
+    import zipfile
+
+    bundle = tmp_path / "evil.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("service.json", '{"id": "evil", "endpoints": [{"id": "e", "code": "e.py", "function": "f"}]}')
+        archive.writestr("e.py", "def f():\n    return 1\n")
+        archive.writestr("../../escaped.txt", "gotcha")
+    result = subprocess.run([sys.executable, "-m", "apinode.cli", "run", str(bundle), "--port", "0"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1
+    assert ".." in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path.parent.parent / "escaped.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.zip"]
