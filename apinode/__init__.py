@@ -1,7 +1,8 @@
 """apinode: turn a Python function in a Jupyter notebook into a production HTTP API.
 
 Importing this package stays cheap and standard-library only: the IPython entry point
-(`%load_ext apinode`) loads the magics lazily.
+(`%load_ext apinode`) loads the magics lazily, and the Jupyter server extension point (the
+`apinode` in `jpserver_extensions`) loads the extension lazily.
 """
 
 __version__ = "0.1.0"
@@ -12,3 +13,10 @@ def load_ipython_extension(ipython):
     from .jupyter_ext.magics import load_magics
 
     load_magics(ipython)
+
+
+def _jupyter_server_extension_points():
+    """The Jupyter server extension `apinode` (see apinode.jupyter_ext.extension)."""
+    from .jupyter_ext import _jupyter_server_extension_points as points
+
+    return points()

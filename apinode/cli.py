@@ -1,22 +1,33 @@
-"""The `apinode` command: build bundles and serve them."""
+"""The `apinode` command: build bundles, serve them, administer a node."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from .node import eventloop
 from .node.app import DEFAULT_MAX_BODY_MB, serve
-from .node.services import ServiceRegistry
-from .packaging.bundles import BundleError, bundle_bytes, extract_bundle, write_bundle
+from .node.admin_client import ADMIN_COMMANDS, AdminApiError, AdminClient
+from .node.codeenv_binding import codeenv_python, data_dir_cache, env_users, run_cache
+from .node.errors import ApiError
+from .node.jsonfile import DataDirError
+from .node.keys import AdminKeys
+from .node.registry import ServiceRegistry
+from .node.store import DataDir
+from .packaging.bundles import BundleError, bundle_bytes, write_bundle
+from .packaging.codeenvs import CodeEnvCache, CodeEnvError
 from .packaging.definitions import DefinitionError, ServiceDef
 from .packaging.staging import stage_source
+from .packaging.wheelhouse import with_wheelhouses
+from .playback import NodeError, play_source
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12000
@@ -41,8 +52,63 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", type=Path, required=True, help="the bundle file to write (.zip)")
     build.add_argument("--service", help="which service, when a notebook defines several")
     build.add_argument("--generation", help="generation id (default: derived from the content)")
+    build.add_argument("--wheelhouse", action="store_true",
+                       help="also bundle the wheels of every code env (pip wheel), so that a node "
+                            "without a package index builds them; the wheels fit this machine's "
+                            "Python and platform")
     build.set_defaults(handler=_build)
+
+    envs = commands.add_parser("envs", help="list the code envs of a data directory, or remove "
+                                            "those no generation on disk uses")
+    envs.add_argument("action", choices=("list", "prune"))
+    envs.add_argument("--data-dir", type=Path,
+                      help="the node's data directory (default: the cache of `apinode run`, "
+                           "$APINODE_CODE_ENVS or ~/.cache/apinode/code-envs, which no "
+                           "generation uses)")
+    envs.set_defaults(handler=_envs)
+
+    test = commands.add_parser("test", help="play a service's test queries on a node; exit 1 unless all pass")
+    test.add_argument("source", type=Path, help="service directory, notebook (.ipynb) or bundle (.zip)")
+    test.add_argument("--url", help="base URL of a node serving the service (default: start one from SOURCE)")
+    test.add_argument("--service", help="which service, when a notebook defines several")
+    test.add_argument("--key", help="API key of a private service (default: its first key)")
+    test.set_defaults(handler=_test)
+
+    _add_node_commands(commands)
     return parser
+
+
+def _add_node_commands(commands: argparse._SubParsersAction) -> None:
+    serve_command = commands.add_parser("serve", help="the full node: the services of a data directory, "
+                                                      "with the admin API")
+    serve_command.add_argument("--data-dir", type=Path, required=True,
+                               help="where services, generations, keys and logs live (created if missing)")
+    _add_server_options(serve_command)
+    serve_command.set_defaults(handler=_serve)
+
+    key_create = commands.add_parser("admin-key-create", help="make an admin key and print it alone on a "
+                                                              "line (it is shown only this once)")
+    key_create.add_argument("--data-dir", type=Path, required=True)
+    key_create.add_argument("--label", help="what the key is for, as listings show it")
+    key_create.set_defaults(handler=_admin_key_create)
+    keys_list = commands.add_parser("admin-keys-list", help="list the admin keys (ids and labels, not secrets)")
+    keys_list.add_argument("--data-dir", type=Path, required=True)
+    keys_list.set_defaults(handler=_admin_keys_list)
+    key_delete = commands.add_parser("admin-key-delete", help="delete an admin key")
+    key_delete.add_argument("key_or_id", metavar="KEY_OR_ID", help="the key itself, or its id")
+    key_delete.add_argument("--data-dir", type=Path, required=True)
+    key_delete.set_defaults(handler=_admin_key_delete)
+
+    admin = commands.add_parser("admin", help="call a node's admin API (like DSS's apinode-admin)")
+    admin.add_argument("--url", required=True, help="the node's base URL, e.g. http://127.0.0.1:12000")
+    admin.add_argument("--key", default=os.environ.get("APINODE_ADMIN_KEY"),
+                       help="an admin key (default: $APINODE_ADMIN_KEY)")
+    actions = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
+    for name, command in ADMIN_COMMANDS.items():
+        action = actions.add_parser(name, help=command.help)
+        for arg in command.args:
+            action.add_argument(arg.lower(), metavar=arg)
+    admin.set_defaults(handler=_admin)
 
 
 def _add_server_options(command: argparse.ArgumentParser) -> None:
@@ -54,38 +120,128 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     staged = stage_source(args.source, args.service)
-    generation = write_bundle(staged, args.output, args.generation)
+    with tempfile.TemporaryDirectory(prefix="apinode-wheels-") as wheels:
+        if args.wheelhouse:
+            staged = with_wheelhouses(staged, Path(wheels))
+        generation = write_bundle(staged, args.output, args.generation)
     print(f"built {args.output} (service {staged.definition.id!r}, generation {generation})")
     return 0
 
 
+def _test(args: argparse.Namespace) -> int:
+    try:
+        report = play_source(args.source, args.url, args.service, args.key)
+    except NodeError as exc:
+        raise CommandError(str(exc)) from None
+    print(report)
+    return 0 if report.passed else 1
+
+
 def _run(args: argparse.Namespace) -> int:
+    """One service from a temporary data directory, through the same code as `serve`."""
     staged = stage_source(args.source, args.service)
-    bundle, generation = bundle_bytes(staged)
+    bundle, _ = bundle_bytes(staged)
     with tempfile.TemporaryDirectory(prefix="apinode-run-") as data_dir:
-        directory = Path(data_dir) / "services" / staged.definition.id / "generations" / generation
-        definition = extract_bundle(bundle, directory)
-        eventloop.run(_serve_one(definition, directory, args))
+        store = DataDir(Path(data_dir))
+        definition = store.install(staged.definition.id, bundle)
+        code_envs = run_cache()
+        for endpoint in definition.endpoints:  # an env that cannot be built ends `run`, saying why
+            codeenv_python(code_envs, endpoint,
+                           store.generation_dir(definition.id, str(definition.generation)))
+
+        def announce(port: int, services: ServiceRegistry) -> None:
+            endpoints = next(iter(services.services[definition.id].loaded.values())).endpoints
+            base = f"http://{args.host}:{port}"
+            print(f"apinode: serving service {definition.id!r} (generation {definition.generation}) at {base}")
+            for endpoint_id, endpoint in endpoints.items():
+                failure = endpoint.pool.failure
+                if failure is not None:
+                    print(f"endpoint {endpoint_id!r} failed to load: {failure.message}\n{failure.traceback}",
+                          file=sys.stderr)
+                url = f"{base}/public/api/v1/{definition.id}/{endpoint_id}/run"
+                print(f"  {endpoint_id}: {'ready' if failure is None else 'FAILED to load'}: POST {url}")
+            print(f"try:\n  {ready_curl(definition, base)}", flush=True)
+
+        _serve_data_dir(store, args, announce, code_envs)
     return 0
 
 
-async def _serve_one(definition: ServiceDef, directory: Path, args: argparse.Namespace) -> None:
-    services = ServiceRegistry()
-    failures = await services.add(definition, directory)
-    for endpoint_id, failure in failures.items():
-        print(f"endpoint {endpoint_id!r} failed to load: {failure.message}\n{failure.traceback}", file=sys.stderr)
+def _serve(args: argparse.Namespace) -> int:
+    store = DataDir(args.data_dir)
 
-    def announce(port: int) -> None:
-        base = f"http://{args.host}:{port}"
-        print(f"apinode: serving service {definition.id!r} (generation {definition.generation}) at {base}")
-        for endpoint in definition.endpoints:
-            url = f"{base}/public/api/v1/{definition.id}/{endpoint.id}/run"
-            status = "FAILED to load" if endpoint.id in failures else "ready"
-            print(f"  {endpoint.id}: {status}: POST {url}")
-        print(f"try:\n  {ready_curl(definition, base)}", flush=True)
+    def announce(port: int, services: ServiceRegistry) -> None:
+        print(f"apinode: serving {len(services.services)} service(s) from {store.root} at http://{args.host}:{port}")
+        for service in services.services.values():
+            state = service.state
+            serving = ", ".join(state.selected()) or "no generation"
+            print(f"  {service.id}: {'enabled' if state.enabled else 'disabled'}, {serving}")
+        if not AdminKeys(store.admin_keys).entries():
+            print(f"no admin key yet: make one with `apinode admin-key-create --data-dir {store.root}`")
+        sys.stdout.flush()
 
-    await serve(services, args.host, args.port, max_body_bytes=int(args.max_body_mb * (1 << 20)),
-                on_listening=announce)
+    _serve_data_dir(store, args, announce, data_dir_cache(args.data_dir))
+    return 0
+
+
+def _serve_data_dir(store: DataDir, args: argparse.Namespace, announce: Callable[[int, ServiceRegistry], None],
+                    code_envs: CodeEnvCache) -> None:
+    eventloop.run(serve(store, code_envs, args.host, args.port, max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                        on_listening=announce))
+
+
+def _admin_key_create(args: argparse.Namespace) -> int:
+    print(AdminKeys(DataDir(args.data_dir).admin_keys).create(label=args.label)["key"])
+    return 0
+
+
+def _admin_keys_list(args: argparse.Namespace) -> int:
+    print(orjson.dumps(AdminKeys(DataDir(args.data_dir).admin_keys).entries(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _admin_key_delete(args: argparse.Namespace) -> int:
+    deleted = AdminKeys(DataDir(args.data_dir).admin_keys).delete(args.key_or_id)
+    print(f"deleted admin key {deleted['id']}")
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    if not args.key:
+        raise CommandError("no admin key: pass --key KEY or set APINODE_ADMIN_KEY")
+    command = ADMIN_COMMANDS[args.admin_command]
+    values = [getattr(args, arg.lower()) for arg in command.args]
+    try:
+        answer = command.call(AdminClient(args.url, args.key), *values)
+    except AdminApiError as error:
+        raise CommandError(str(error)) from None
+    print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    cache = run_cache() if args.data_dir is None else data_dir_cache(args.data_dir)
+    users = {} if args.data_dir is None else env_users(args.data_dir, cache)
+    entries = cache.entries()
+    if args.action == "prune":
+        for entry in entries:
+            if entry.key not in users:
+                removed = cache.remove(entry.key)
+                print(f"{'removed' if removed else 'kept, being built:'} {entry.key} "
+                      f"({_megabytes(entry.size_bytes)}) {' '.join(entry.requirements)}")
+        return 0
+    rows = [("KEY", "SIZE", "REQUIREMENTS", "USED BY")] + [
+        (entry.key + ("" if entry.complete else " (incomplete)"), _megabytes(entry.size_bytes),
+         " ".join(entry.requirements) or "-", ", ".join(users.get(entry.key, ())) or "-")
+        for entry in entries]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[3]]))
+    print(f"{len(entries)} code env(s) in {cache.root}")
+    return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def ready_curl(definition: ServiceDef, base_url: str) -> str:
@@ -105,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per call costs CPU
     try:
         return args.handler(args)
-    except (CommandError, DefinitionError, BundleError, OSError) as exc:
+    except (CommandError, DefinitionError, BundleError, CodeEnvError, ApiError, DataDirError, OSError) as exc:
         print(f"apinode {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

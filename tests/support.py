@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,6 +11,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from apinode.packaging.bundles import write_bundle
+from apinode.packaging.staging import stage_directory
 
 SERVICES = Path(__file__).parent / "services"
 READY = re.compile(r"^apinode: serving .* at (http://\S+)$")
@@ -105,3 +109,45 @@ def eventually(check, timeout: float = 10, interval: float = 0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+def apinode(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run an `apinode` command to its end; its stdout and stderr as text."""
+    result = subprocess.run([sys.executable, "-m", "apinode.cli", *args], capture_output=True, text=True,
+                            timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"apinode {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def make_admin_key(data_dir: Path) -> str:
+    """A new admin key of the node serving `data_dir`, made with the command operators use."""
+    lines = apinode("admin-key-create", "--data-dir", str(data_dir)).stdout.splitlines()
+    assert len(lines) == 1, lines  # the key alone, so that KEY=$(apinode admin-key-create ...) works
+    return lines[0]
+
+
+def make_bundle(directory: Path, service_id: str, generation: str, code: str = "", *,
+                pool: dict | None = None, **service: object) -> Path:
+    """A one-endpoint service (endpoint "which") built as a bundle `<directory>/<service>-<gen>.zip`.
+
+    By default the endpoint answers {"generation": <gen>, "pid": ...}, after an optional `delay`.
+    """
+    source = directory / f"{service_id}-{generation}"
+    source.mkdir(parents=True)
+    (source / "which.py").write_text(code or (
+        "import os, time\n\n"
+        f"def which(delay=0.0):\n    time.sleep(delay)\n    return {{'generation': {generation!r}, 'pid': os.getpid()}}\n"))
+    endpoint = {"id": "which", "code": "which.py", "function": "which", "pool": pool or {}}
+    (source / "service.json").write_text(json.dumps({"id": service_id, "endpoints": [endpoint], **service}))
+    bundle = directory / f"{service_id}-{generation}.zip"
+    write_bundle(stage_directory(source), bundle, generation)
+    return bundle
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A notebook of code cells with these sources (nbformat v4), for notebook-reading tests."""
+    import nbformat
+
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources]), path)
+    return path

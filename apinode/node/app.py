@@ -1,22 +1,31 @@
 """The node's Tornado application: its routes, and the server's lifecycle around it.
 
+Start-up: lock the data directory (one node per directory), restore its services, listen.
 Shutdown (SIGTERM, Ctrl-C): stop accepting connections, let every queued and running request
-finish (bounded by the drain timeout), stop every pipeline, then return.
+finish (bounded by the drain timeout), stop every pipeline, write the query log out, return.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from .handlers import IsAliveHandler, NotFoundHandler, RunHandler
-from .services import ServiceRegistry
+from ..packaging.codeenvs import CodeEnvCache
+from .admin_check import check_route
+from .admin_handlers import admin_routes
+from .handlers import IsAliveHandler, NotFoundHandler, PrometheusHandler, RunHandler
+from .keys import AdminKeys
+from .metrics import PrometheusMetrics
+from .querylog import QueryLog
+from .registry import ServiceRegistry
+from .store import DataDir
 
 log = logging.getLogger("apinode.node")
 access_log = logging.getLogger("tornado.access")
@@ -24,12 +33,16 @@ access_log = logging.getLogger("tornado.access")
 DEFAULT_MAX_BODY_MB = 16
 
 
-def make_app(services: ServiceRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> tornado.web.Application:
+def make_app(services: ServiceRegistry, keys: AdminKeys, query_log: QueryLog,
+             max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/isAlive", IsAliveHandler),
+            (r"/metrics", PrometheusHandler, {"metrics": PrometheusMetrics(services)}),
             (r"/public/api/v1/([^/]+)/([^/]+)/run", RunHandler,
-             {"services": services, "max_body_bytes": max_body_bytes}),
+             {"services": services, "query_log": query_log, "max_body_bytes": max_body_bytes}),
+            check_route(services, keys),  # before admin_routes, whose catch-all comes last
+            *admin_routes(services, keys),
         ],
         default_handler_class=NotFoundHandler,
         log_function=log_request,
@@ -45,24 +58,43 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
                        1000.0 * handler.request.request_time())
 
 
-async def serve(services: ServiceRegistry, host: str, port: int, *, max_body_bytes: int,
-                on_listening: Callable[[int], None], drain_timeout: float = 30.0) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and stop. `on_listening(port)` once bound."""
-    server = tornado.httpserver.HTTPServer(make_app(services, max_body_bytes), max_body_size=max_body_bytes)
-    sockets = tornado.netutil.bind_sockets(port, host)
-    server.add_sockets(sockets)
+async def serve(store: DataDir, code_envs: CodeEnvCache, host: str, port: int, *, max_body_bytes: int,
+                on_listening: Callable[[int, ServiceRegistry], None], drain_timeout: float = 30.0) -> None:
+    """Serve the data directory until SIGTERM or SIGINT, then drain and stop.
+
+    `on_listening(port, services)` once the services are loaded and the port is bound.
+    """
+    with store.locked(), _stop_signals() as stop:
+        services = ServiceRegistry(store, code_envs)
+        query_log = QueryLog(store.query_logs)
+        server = tornado.httpserver.HTTPServer(
+            make_app(services, AdminKeys(store.admin_keys), query_log, max_body_bytes), max_body_size=max_body_bytes)
+        try:
+            query_log.start()
+            await services.restore()
+            sockets = tornado.netutil.bind_sockets(port, host)
+            server.add_sockets(sockets)
+            on_listening(sockets[0].getsockname()[1], services)
+            await stop.wait()
+            log.info("stopping: draining requests in flight")
+        finally:
+            server.stop()
+            await services.close(drain_timeout)  # after a failure too: no pipeline outlives the node
+            await server.close_all_connections()
+            query_log.close()
+    log.info("stopped")
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGTERM or SIGINT; the handlers stay until shutdown is over, so a second
+    signal during the drain does not kill the node halfway."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        on_listening(sockets[0].getsockname()[1])
-        await stop.wait()
-        log.info("stopping: draining requests in flight")
-        server.stop()
-        await services.close(drain_timeout)
-        await server.close_all_connections()
+        yield stop
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    log.info("stopped")

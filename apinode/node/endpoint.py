@@ -16,11 +16,15 @@ from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
 from .pipeline import Pipeline, PipelineSpec
 from .pool import Pool
+from .stats import EndpointStats
 
 
 class Endpoint:
     def __init__(self, service_id: str, generation: str, definition: EndpointDef, directory: Path,
-                 pool_settings: PoolSettings | None = None, python: str = sys.executable) -> None:
+                 pool_settings: PoolSettings | None = None, python: str = sys.executable,
+                 env: dict[str, str] | None = None) -> None:
+        """`python` and `env` are what its pipelines run with: the node's own interpreter and
+        environment, or a code env's (see apinode.node.codeenv_binding)."""
         self.service_id = service_id
         self.generation = generation
         self.definition = definition
@@ -28,9 +32,10 @@ class Endpoint:
         spec = PipelineSpec(
             name=self.name, code=directory / definition.code, function=definition.function,
             folders=tuple(directory / folder for folder in definition.folders),
-            python=python, cwd=directory,
+            python=python, cwd=directory, env=env,
         )
         self.pool = Pool(self.name, pool_settings or definition.pool, lambda: Pipeline.start(spec))
+        self.stats = EndpointStats()
         self._context = orjson.dumps(
             {"serviceId": service_id, "endpointId": definition.id, "serviceGeneration": generation})
 

@@ -6,6 +6,13 @@ raises them too, but knows nothing of HTTP beyond this number.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+
+def listing(names: Iterable[str]) -> str:
+    """Names for an error message that says what there is instead: sorted, or "none"."""
+    return ", ".join(sorted(names)) or "none"
+
 
 class ApiError(Exception):
     status = 500
@@ -34,6 +41,10 @@ class NotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status, error_type = 405, "MethodNotAllowed"
     headers = {"Allow": "POST"}
+
+
+class Conflict(ApiError):
+    status, error_type = 409, "Conflict"
 
 
 class BodyTooLarge(ApiError):

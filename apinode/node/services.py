@@ -1,22 +1,26 @@
-"""The services a node serves, each with the generation that answers its calls.
+"""A service on the node and its loaded generations; who may call them.
 
-A `Service` owns its loaded generations; `route` picks the endpoint a request goes to. Access
-control is the service's: public, or API keys sent as HTTP Basic user names.
+A `Service` holds the generations loaded for it and the router that picks one per request.
+Access control is each generation's: public, or API keys sent as HTTP Basic user names, as its
+service.json says. Changes (loading, switching) are the registry's (apinode.node.registry).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
-import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from ..packaging.definitions import ServiceDef
+from ..packaging.definitions import PoolSettings, ServiceDef
+from .codeenv_binding import BUILTIN, Interpreters
 from .endpoint import Endpoint
-from .errors import EndpointLoadFailed, NotFound, Unauthorized
-
-log = logging.getLogger("apinode.services")
+from .errors import ApiError, EndpointLoadFailed, NotFound, Unauthorized, listing
+from .routing import Router
+from .store import ServiceState
 
 
 def basic_auth_user(header: str | None) -> str | None:
@@ -42,43 +46,39 @@ def key_matches(candidate: str | None, keys: tuple[str, ...] | list[str]) -> boo
 
 
 class LoadedGeneration:
-    """One generation of a service with a pool per endpoint."""
+    """One generation of a service, loaded: a pool per endpoint, and who may call them."""
 
-    def __init__(self, definition: ServiceDef, directory: Path) -> None:
+    def __init__(self, definition: ServiceDef, directory: Path,
+                 interpreters: Interpreters | None = None,
+                 pools: Mapping[str, PoolSettings] | None = None) -> None:
+        """`pools`: the endpoints' pool settings with the operator's overrides (default: as defined)."""
         self.definition = definition
         self.directory = directory
         self.id = definition.generation or "unversioned"
-        self.endpoints = {
-            endpoint.id: Endpoint(definition.id, self.id, endpoint, directory)
-            for endpoint in definition.endpoints
-        }
+        self.endpoints: dict[str, Endpoint] = {}
+        for endpoint in definition.endpoints:  # `interpreters`: see node.codeenv_binding
+            python, env = (interpreters or {}).get(endpoint.id, BUILTIN)
+            self.endpoints[endpoint.id] = Endpoint(definition.id, self.id, endpoint, directory,
+                                                   (pools or {}).get(endpoint.id), python=python, env=env)
 
     async def start(self) -> dict[str, EndpointLoadFailed]:
-        """Start every endpoint's floor; the endpoints whose code failed to load, with why."""
+        """Start every endpoint's floor, all at once; the endpoints whose code failed to load, with why."""
+        outcomes = await asyncio.gather(*(endpoint.pool.start() for endpoint in self.endpoints.values()),
+                                        return_exceptions=True)
         failures: dict[str, EndpointLoadFailed] = {}
-        for endpoint in self.endpoints.values():
-            try:
-                await endpoint.pool.start()
-            except EndpointLoadFailed as exc:
-                failures[endpoint.definition.id] = exc
+        for endpoint_id, outcome in zip(self.endpoints, outcomes):
+            if isinstance(outcome, EndpointLoadFailed):
+                failures[endpoint_id] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
         return failures
 
     async def close(self, drain_timeout: float = 30.0) -> None:
-        for endpoint in self.endpoints.values():
-            await endpoint.pool.close(drain_timeout)
-
-
-class Service:
-    def __init__(self, generation: LoadedGeneration) -> None:
-        self.active = generation
-        self.enabled = True
-
-    @property
-    def id(self) -> str:
-        return self.active.definition.id
+        """Refuse new requests, let queued and running ones finish (bounded), stop every pipeline."""
+        await asyncio.gather(*(endpoint.pool.close(drain_timeout) for endpoint in self.endpoints.values()))
 
     def authorize(self, authorization: str | None) -> None:
-        definition = self.active.definition
+        definition = self.definition
         if definition.public_access:
             return
         if not key_matches(basic_auth_user(authorization), definition.api_keys):
@@ -86,32 +86,50 @@ class Service:
                 f"service {definition.id!r} requires an API key: send it as the HTTP Basic user name "
                 "with an empty password (APINodeClient(url, service, api_key=...))")
 
-    def route(self, endpoint_id: str, body: bytes) -> Endpoint:
-        endpoint = self.active.endpoints.get(endpoint_id)
+    def endpoint(self, endpoint_id: str) -> Endpoint:
+        endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:
-            known = ", ".join(sorted(self.active.endpoints)) or "none"
-            raise NotFound(f"service {self.id!r} has no endpoint {endpoint_id!r} (its endpoints: {known})")
+            raise NotFound(f"service {self.definition.id!r} has no endpoint {endpoint_id!r} "
+                           f"(its endpoints: {listing(self.endpoints)})")
         return endpoint
 
 
-class ServiceRegistry:
-    def __init__(self) -> None:
-        self.services: dict[str, Service] = {}
+class Service:
+    """A service on the node: the operator's state for it, and the generations loaded for it.
 
-    def get(self, service_id: str) -> Service:
-        service = self.services.get(service_id)
-        if service is None or not service.enabled:
-            raise NotFound(f"no service {service_id!r} on this node" if service is None
-                           else f"service {service_id!r} is disabled")
-        return service
+    `loaded` and `router` are replaced together, never mutated, by `serve`; requests read
+    `router` once. `lock` serializes the admin changes to this service (see registry).
+    """
 
-    async def add(self, definition: ServiceDef, directory: Path) -> dict[str, EndpointLoadFailed]:
-        """Load a generation and serve it; the endpoints that failed to load, with why."""
-        generation = LoadedGeneration(definition, directory)
-        failures = await generation.start()
-        self.services[definition.id] = Service(generation)
-        return failures
+    def __init__(self, service_id: str, state: ServiceState) -> None:
+        self.id = service_id
+        self.state = state
+        self.loaded: dict[str, LoadedGeneration] = {}
+        self.router = Router(service_id, {})
+        self.lock = asyncio.Lock()
+        self.problem: ApiError | None = None  # why it serves nothing, when loading failed at start-up
 
-    async def close(self, drain_timeout: float = 30.0) -> None:
-        for service in self.services.values():
-            await service.active.close(drain_timeout)
+    def serve(self, loaded: dict[str, LoadedGeneration]) -> None:
+        """Route requests over `loaded` as the state selects (every selected generation is in it)."""
+        self.loaded = loaded
+        state = self.state
+        self.router = Router(self.id, loaded, state.active if state.enabled else None,
+                             state.mapping if state.enabled else None)
+        self.problem = None
+
+    def pick(self, body: bytes) -> LoadedGeneration:
+        """The generation that answers this request (NotFound, or the start-up failure, if none)."""
+        generation = self.router.pick(body)
+        if generation is None:
+            raise self.problem or NotFound(
+                f"service {self.id!r} has no active generation: import one and switch to it "
+                "(apinode admin service-import-generation, service-switch-to-newest)")
+        return generation
+
+    def describe(self) -> dict[str, Any]:
+        """The service as the admin API shows it."""
+        state = self.state
+        return {"id": self.id, "serviceId": self.id, "enabled": state.enabled,
+                "activeGeneration": state.active,
+                "mapping": None if state.mapping is None else state.mapping.to_json(),
+                "loadedGenerations": sorted(self.loaded), "generations": len(state.imported)}

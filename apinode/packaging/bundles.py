@@ -25,6 +25,7 @@ from typing import BinaryIO
 from .definitions import (
     ID_PATTERN,
     DefinitionError,
+    EndpointDef,
     ServiceDef,
     dump_service,
     parse_json,
@@ -237,7 +238,7 @@ def _open(source: Path | bytes, limits: BundleLimits) -> tuple[ServiceDef, dict[
         if endpoint.code not in files:
             raise BundleError(f"{label}: endpoint {endpoint.id}: code file {endpoint.code!r} "
                               "is not in the bundle")
-        for folder in endpoint.folders:
+        for folder in _endpoint_folders(endpoint):
             problem = _name_problem(folder) or ("a file, not a folder" if folder in files else None)
             if problem:
                 raise BundleError(f"{label}: endpoint {endpoint.id}: folder {folder!r} "
@@ -246,6 +247,12 @@ def _open(source: Path | bytes, limits: BundleLimits) -> tuple[ServiceDef, dict[
         definition = replace(definition,
                              generation=content_generation(StagedService(definition, files)))
     return definition, files
+
+
+def _endpoint_folders(endpoint: EndpointDef) -> tuple[str, ...]:
+    """The folders an endpoint needs in its generation directory: its own and its wheelhouse."""
+    wheelhouse = endpoint.code_env.wheelhouse if endpoint.code_env else None
+    return endpoint.folders if wheelhouse is None else (*endpoint.folders, wheelhouse)
 
 
 def open_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> StagedService:
@@ -272,7 +279,7 @@ def extract_bundle(source: Path | bytes, dest: Path,
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         for endpoint in definition.endpoints:
-            for folder in endpoint.folders:  # an empty folder has no entry, yet the code expects it
+            for folder in _endpoint_folders(endpoint):  # an empty one has no entry, yet is expected
                 (temp / folder).mkdir(parents=True, exist_ok=True)
         os.replace(temp, dest)
     except BaseException:

@@ -84,6 +84,12 @@ def _texts(value: object, at: str) -> tuple[str, ...]:
     return tuple(_text(item, f"{at}[{index}]") for index, item in enumerate(value))
 
 
+def _boolean(value: object, at: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(at, "true or false", value)
+    return value
+
+
 def _integer(value: object, at: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         _fail(at, f"an integer >= {minimum}", value)
@@ -188,17 +194,35 @@ def parse_test_queries(obj: object, where: str) -> tuple[TestQuery, ...]:
 
 @dataclass(frozen=True)
 class CodeEnv:
-    """The virtualenv an endpoint runs in, as pip requirements."""
+    """The virtualenv an endpoint runs in, as pip requirements.
+
+    `wheelhouse`, when set, is a folder (relative like the endpoint's folders) of wheels that
+    holds every requirement: the env is then built from it alone, without a package index.
+    """
 
     requirements: tuple[str, ...]
+    wheelhouse: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"requirements": list(self.requirements)}
+        out: dict[str, Any] = {"requirements": list(self.requirements)}
+        if self.wheelhouse is not None:
+            out["wheelhouse"] = self.wheelhouse
+        return out
 
     @classmethod
     def from_json(cls, obj: object, where: str) -> CodeEnv:
-        obj = _object(obj, where, ("requirements",))
-        return cls(_texts(obj.get("requirements", _ABSENT), f"{where}.requirements"))
+        obj = _object(obj, where, ("requirements", "wheelhouse"))
+        requirements = _texts(obj.get("requirements", _ABSENT), f"{where}.requirements")
+        for index, requirement in enumerate(requirements):
+            # Requirements become installer arguments, where an option ("--index-url ...",
+            # "-r file") would change how everything is installed.
+            if requirement.lstrip().startswith("-"):
+                _fail(f"{where}.requirements[{index}]",
+                      "a requirement (a name with optional version, or a URL), not an option",
+                      requirement)
+        wheelhouse = obj.get("wheelhouse")
+        return cls(requirements,
+                   None if wheelhouse is None else _text(wheelhouse, f"{where}.wheelhouse"))
 
 
 _ENDPOINT_KEYS = ("id", "type", "code", "function", "folders", "codeEnv", "pool", "testQueries")
@@ -269,6 +293,7 @@ class ServiceDef:
     public_access: bool = True
     api_keys: tuple[str, ...] = ()
     generation: str | None = None
+    log_query_parameters: bool = False  # whether the node's query log keeps request bodies
 
     def endpoint(self, endpoint_id: str) -> EndpointDef:
         for endpoint in self.endpoints:
@@ -285,19 +310,19 @@ class ServiceDef:
         }
         if self.generation is not None:
             out["generation"] = self.generation
+        if self.log_query_parameters:  # written only when set, so older bundles keep their bytes
+            out["logQueryParameters"] = True
         return out
 
 
-_SERVICE_KEYS = ("id", "publicAccess", "apiKeys", "endpoints", "generation")
+_SERVICE_KEYS = ("id", "publicAccess", "apiKeys", "endpoints", "generation", "logQueryParameters")
 
 
 def parse_service(obj: object, source: str) -> ServiceDef:
     """Validate a decoded service.json; `source` names the file in error messages."""
     obj = _object(obj, source, _SERVICE_KEYS)
     service_id = _id(obj.get("id", _ABSENT), f"{source}: id")
-    public = obj.get("publicAccess", True)
-    if not isinstance(public, bool):
-        _fail(f"{source}: publicAccess", "true or false", public)
+    public = _boolean(obj.get("publicAccess", True), f"{source}: publicAccess")
     keys = _texts(obj.get("apiKeys", []), f"{source}: apiKeys")
     for index, key in enumerate(keys):
         if ":" in key:  # HTTP Basic cannot carry it as a user name
@@ -319,6 +344,8 @@ def parse_service(obj: object, source: str) -> ServiceDef:
         public_access=public,
         api_keys=keys,
         generation=None if generation is None else _id(generation, f"{source}: generation"),
+        log_query_parameters=_boolean(obj.get("logQueryParameters", False),
+                                      f"{source}: logQueryParameters"),
     )
 
 

@@ -50,8 +50,14 @@ def stage_registrations(service_id: str, endpoints: Sequence[EndpointRegistratio
         raise ValueError(f"endpoints of other services than {service_id!r}: {strangers}")
     definition = parse_service(
         {"id": service_id, "endpoints": [_endpoint_json(r) for r in endpoints]}, source)
-    code = {r.magic.endpoint: r.code.encode() for r in endpoints}
+    code = {r.magic.endpoint: _as_file(r.code).encode() for r in endpoints}
     return stage_definition(definition, base_dir, source, code)
+
+
+def _as_file(code: str) -> str:
+    """Code ending with a newline, as IPython hands a cell magic its body: a cell saved without
+    one then gives the same bundle read from the notebook as registered in the kernel."""
+    return code if not code or code.endswith("\n") else code + "\n"
 
 
 def _endpoint_json(registration: EndpointRegistration) -> dict[str, Any]:

@@ -6,6 +6,7 @@ and an extracted generation directory look the same and the node reads both alik
     service.json                                   the definition, paths rewritten
     endpoints/<endpoint id>/<code file name>       each endpoint's code
     folders/<folder name>[-2, -3 ...]/...          each distinct source folder, once
+    wheels/<name>/*.whl                            each distinct code env wheelhouse, once
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from .definitions import DefinitionError, EndpointDef, ServiceDef, load_service_file
+from .definitions import CodeEnv, DefinitionError, EndpointDef, ServiceDef, load_service_file
 
 SKIPPED_DIRECTORIES = frozenset({"__pycache__", ".ipynb_checkpoints"})
 
@@ -43,7 +44,8 @@ def stage_definition(
     from the files the definition names. `source` names the origin in error messages.
     """
     files: dict[str, bytes | Path] = {}
-    folders = _Folders(files)
+    folders = _Folders(files, "folders")
+    wheelhouses = _Folders(files, "wheels")
     endpoints = []
     for endpoint in definition.endpoints:
         where = f"{source}: endpoint {endpoint.id}"
@@ -54,6 +56,7 @@ def stage_definition(
             endpoint,
             code=code_path,
             folders=tuple(folders.add(base_dir, folder, where) for folder in endpoint.folders),
+            code_env=_staged_code_env(endpoint.code_env, wheelhouses, base_dir, where),
         ))
     return StagedService(replace(definition, endpoints=tuple(endpoints)), files)
 
@@ -101,11 +104,20 @@ def _code_file(base_dir: Path, endpoint: EndpointDef, where: str) -> Path:
     return path
 
 
+def _staged_code_env(code_env: CodeEnv | None, wheelhouses: _Folders, base_dir: Path,
+                     where: str) -> CodeEnv | None:
+    if code_env is None or code_env.wheelhouse is None:
+        return code_env
+    return replace(code_env, wheelhouse=wheelhouses.add(base_dir, code_env.wheelhouse,
+                                                        f"{where}: codeEnv.wheelhouse"))
+
+
 class _Folders:
     """The folders of one service, each distinct one staged once under a unique name."""
 
-    def __init__(self, files: dict[str, bytes | Path]) -> None:
+    def __init__(self, files: dict[str, bytes | Path], prefix: str) -> None:
         self._files = files
+        self._prefix = prefix
         self._names: dict[Path, str] = {}
 
     def add(self, base_dir: Path, folder: str, where: str) -> str:
@@ -115,7 +127,7 @@ class _Folders:
             return self._names[real]
         if not real.is_dir():
             raise DefinitionError(f"{where}: folder not found: {base_dir / folder}")
-        stem = f"folders/{real.name or 'root'}"
+        stem = f"{self._prefix}/{real.name or 'root'}"
         name, count = stem, 1
         while name in self._names.values():
             count += 1

@@ -1,0 +1,193 @@
+"""Using the dev server: deploy a service and see whether each function loads; play test queries.
+
+Shared by the API designer (in the Jupyter server) and by kernels (`%api_dev`, the panel), so a
+deployment and a played query read the same everywhere. A kernel finds its Jupyter server's
+dev server through the runtime file (apinode.jupyter_ext.devserver), and asks the server to
+start it when there is none yet: `POST <server>/apinode/api/dev/start` with the token of the
+server's own runtime file (`jpserver-<pid>.json`), the way `jupyter server list` finds servers.
+
+A deployment uploads the bundle as a new generation and switches to it (the `%api_deploy`
+calls). The switch refuses a generation whose code does not load, and then the previous one
+serves on; the node's `generations/<gen>/check` route says, per endpoint, whether its code
+loads, with the error and traceback when it does not. Each deployment is a generation of its
+own (`dev-<time>-<random>`), so redeploying an unchanged service reloads it too.
+
+Everything here blocks (urllib).
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+from ..packaging.bundles import bundle_bytes
+from ..packaging.definitions import TestQuery
+from ..packaging.staging import StagedService
+from ..playback import NodeError, QueryResult, decode_answer, describe_error, play_query, post, text_table
+from .deploy import deploy_bundle
+from .devserver import DevServerError, DevServerInfo, find_dev_server, runtime_file
+from .registry import EndpointRegistry
+from .results import RichReport, html_table
+
+_START_TIMEOUT = 120.0  # a start asked by a kernel: the admin key, then the node's start-up
+LOAD_HEADERS = ("endpoint", "loads", "error")
+
+
+@dataclass(frozen=True)
+class EndpointLoad:
+    """Whether one endpoint's code loads on the dev server; why not when it does not."""
+
+    endpoint: str
+    loaded: bool
+    error: str | None = None
+    traceback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"loaded": self.loaded, "error": self.error, "traceback": self.traceback}
+
+
+@dataclass(frozen=True, repr=False)
+class DevDeployment:
+    """A service deployed to the dev server: does each function load, and is it now served.
+
+    When an endpoint does not load, the switch is refused and the dev server serves what it
+    served before (`switched` is false).
+    """
+
+    service: str
+    generation: str
+    url: str
+    switched: bool
+    endpoints: tuple[EndpointLoad, ...]
+
+    @property
+    def summary(self) -> str:
+        if self.switched:
+            return f"service {self.service} deployed to the dev server at {self.url} (generation {self.generation})"
+        failed = ", ".join(load.endpoint for load in self.endpoints if not load.loaded)
+        return (f"service {self.service} NOT switched: {failed} did not load; the dev server at "
+                f"{self.url} serves what it served before")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "generation": self.generation, "url": self.url,
+                "switched": self.switched, "summary": self.summary,
+                "endpoints": {load.endpoint: load.to_json() for load in self.endpoints}}
+
+    def _cells(self) -> list[tuple[str, str, str]]:
+        return [(load.endpoint, "yes" if load.loaded else "NO", load.error or "") for load in self.endpoints]
+
+    def __repr__(self) -> str:
+        tracebacks = [f"traceback of {load.endpoint}:\n{load.traceback.rstrip()}"
+                      for load in self.endpoints if load.traceback]
+        return "\n\n".join([text_table(LOAD_HEADERS, self._cells()), *tracebacks, self.summary])
+
+    def _repr_html_(self) -> str:
+        colors = ["#1a7f37" if load.loaded else "#cf222e" for load in self.endpoints]
+        rows = [(endpoint, error, loads) for endpoint, loads, error in self._cells()]  # verdict last
+        table = html_table(("endpoint", "error", "loads"), rows, caption=self.summary, row_colors=colors)
+        return table + "".join(
+            f"<details><summary>traceback of {html.escape(load.endpoint)}</summary>"
+            f"<pre>{html.escape(load.traceback)}</pre></details>"
+            for load in self.endpoints if load.traceback)
+
+
+def deploy_to_dev(info: DevServerInfo, staged: StagedService) -> DevDeployment:
+    """Deploy `staged` as a new generation; whether each endpoint loads (NodeError if unusable)."""
+    service = staged.definition.id
+    moment = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    generation = f"dev-{moment}-{secrets.token_hex(3)}"
+    bundle, _ = bundle_bytes(staged, generation)
+    try:
+        deploy_bundle(info.url, info.admin_key, service, bundle, generation)
+    except NodeError as refused:
+        loads = _check(info, service, generation)  # why, when it is that some code did not load
+        if loads is None or all(load.loaded for load in loads):
+            raise refused from None
+        return DevDeployment(service, generation, info.url, False, loads)
+    loads = tuple(EndpointLoad(endpoint.id, True) for endpoint in staged.definition.endpoints)
+    return DevDeployment(service, generation, info.url, True, loads)
+
+
+def _check(info: DevServerInfo, service: str, generation: str) -> tuple[EndpointLoad, ...] | None:
+    """Per endpoint, whether the generation's code loads; None if the node cannot say."""
+    url = f"{info.url}/admin/api/services/{service}/generations/{generation}/check"
+    status, body = post(url, b"", info.admin_key)
+    answer = decode_answer(body)
+    if status != 200 or not isinstance(answer, dict):
+        return None
+    return tuple(EndpointLoad(endpoint, bool(load["loaded"]), load["error"], load["traceback"])
+                 for endpoint, load in answer["endpoints"].items())
+
+
+def play_on_dev(url: str, service: str, endpoint: str, queries: Sequence[TestQuery],
+                on_result: Callable[[QueryResult], None] | None = None) -> RichReport:
+    """Play test queries on the dev server at `url`, one after the other; `on_result` after each."""
+    results = []
+    for query in queries:
+        results.append(play_query(url, service, endpoint, query))
+        if on_result is not None:
+            on_result(results[-1])
+    return RichReport(f"{service}/{endpoint} on the dev server", tuple(results))
+
+
+def jupyter_server_pid() -> int:
+    """The pid of the Jupyter server that started this kernel (jupyter_client says so in
+    JPY_PARENT_PID; the parent process otherwise)."""
+    return int(os.environ.get("JPY_PARENT_PID") or os.getppid())
+
+
+def kernel_dev_server(server_pid: int | None = None) -> DevServerInfo:
+    """The dev server of this kernel's Jupyter server, which is asked to start it if needed."""
+    server_pid = jupyter_server_pid() if server_pid is None else server_pid
+    info = find_dev_server(server_pid)
+    if info is None:
+        _ask_to_start(server_pid)
+        info = find_dev_server(server_pid)
+    if info is None:
+        raise DevServerError(f"the Jupyter server (pid {server_pid}) said its dev server started, "
+                             f"but {runtime_file(server_pid)} does not describe a running one")
+    return info
+
+
+def deploy_registered(registry: EndpointRegistry, service: str,
+                      dev_server: Callable[[], DevServerInfo] = kernel_dev_server) -> DevDeployment:
+    """Deploy a service the kernel registered (`%api_dev`, the panel) to the dev server."""
+    return deploy_to_dev(dev_server(), registry.stage(service))
+
+
+def _ask_to_start(server_pid: int) -> None:
+    server_file = Path(jupyter_runtime_dir()) / f"jpserver-{server_pid}.json"
+    try:
+        server = json.loads(server_file.read_text())
+    except (OSError, ValueError):
+        raise DevServerError(
+            f"no dev server: this kernel's Jupyter server (pid {server_pid}) has no {server_file.name} "
+            "in the runtime dir; run the kernel from a Jupyter server with the apinode extension "
+            "(jupyter server extension list)") from None
+    request = urllib.request.Request(
+        f"{server['url'].rstrip('/')}/apinode/api/dev/start", data=b"{}", method="POST",
+        headers={"Authorization": f"token {server.get('token', '')}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=_START_TIMEOUT):
+            pass
+    except urllib.error.HTTPError as error:
+        with error:
+            detail = describe_error(decode_answer(error.read()))
+        hint = (" (it has no token to give kernels: start the dev server from the API designer, "
+                f"{server['url']}apinode/designer)" if error.code in (401, 403) else "")
+        raise DevServerError(f"the Jupyter server did not start its dev server: HTTP {error.code} "
+                             f"{detail}{hint}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise DevServerError(f"cannot reach the Jupyter server at {server['url']}: "
+                             f"{getattr(error, 'reason', error)}") from None

@@ -1,0 +1,188 @@
+"""The dev server: one API node per Jupyter server, started on demand and stopped with it.
+
+The authoring loop deploys a notebook's services to a real node, the one `apinode serve` runs in
+production, so that "does my function load, do my test queries pass" is answered by the code
+that will serve them. One node per Jupyter server, shared by the extension (the API designer)
+and that server's kernels (`%api_dev`, the panel):
+
+- The owner, `DevServer`, lives in the Jupyter server process. Its first `ensure()` makes a
+  data directory and an admin key (`apinode admin-key-create`), starts `apinode serve` on a free
+  loopback port (output to a log file in the data directory, so no pipe can fill up), reads
+  the URL from the line the node prints once it listens, and writes the runtime file
+  `<jupyter runtime dir>/apinode-devserver-<jupyter server pid>.json` {url, adminKey, pid}.
+  `stop()` removes the runtime file, sends SIGTERM (the node drains and stops its pipelines),
+  waits, then kills the node's whole process group, and removes the data directory.
+- Kernels find the node through that file (`find_dev_server`; apinode.jupyter_ext.devclient
+  asks the kernel's Jupyter server to start it when it is not running yet).
+
+Concurrency: everything here blocks. The extension calls it from worker threads; `ensure` and
+`stop` hold one lock, so concurrent first calls start one node and a stop waits for a start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_runtime_dir, secure_write
+
+from ..playback import NodeError
+
+ANNOUNCED = re.compile(r"^apinode: serving .* at (http://\S+)$", re.MULTILINE)
+"""The line `apinode serve` prints once it listens."""
+_POLL_INTERVAL = 0.02
+_LOG_TAIL_LINES = 20
+
+
+class DevServerError(NodeError):
+    """The dev server cannot be started, found or used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DevServerInfo:
+    """How to reach a running dev server: its base URL, an admin key, the node's pid."""
+
+    url: str
+    admin_key: str
+    pid: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"url": self.url, "adminKey": self.admin_key, "pid": self.pid}
+
+    @classmethod
+    def from_json(cls, value: dict[str, object]) -> DevServerInfo:
+        return cls(str(value["url"]), str(value["adminKey"]), int(value["pid"]))  # type: ignore[call-overload]
+
+
+def runtime_file(server_pid: int, runtime_dir: Path | None = None) -> Path:
+    """Where the Jupyter server with pid `server_pid` says how to reach its dev server."""
+    directory = runtime_dir or Path(jupyter_runtime_dir())
+    return directory / f"apinode-devserver-{server_pid}.json"
+
+
+def find_dev_server(server_pid: int, runtime_dir: Path | None = None) -> DevServerInfo | None:
+    """The running dev server of the Jupyter server `server_pid`, if it has one."""
+    try:
+        info = DevServerInfo.from_json(json.loads(runtime_file(server_pid, runtime_dir).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if _alive(info.pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's: a recycled pid, not our node
+        return False
+    return True
+
+
+class DevServer:
+    """The Jupyter server's own dev server (see the module docstring)."""
+
+    def __init__(self, server_pid: int, runtime_dir: Path, start_timeout: float,
+                 stop_timeout: float, python: str = sys.executable) -> None:
+        self.runtime_file = runtime_file(server_pid, runtime_dir)
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.python = python
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+        self._info: DevServerInfo | None = None
+
+    @property
+    def running(self) -> DevServerInfo | None:
+        """The node's info while it runs; None before the first `ensure` or after it died."""
+        process, info = self._process, self._info
+        return info if process is not None and process.poll() is None else None
+
+    def ensure(self) -> DevServerInfo:
+        """The running node, started now if it is not (or no longer) running."""
+        with self._lock:
+            info = self.running
+            if info is None:
+                self._stop_locked()  # a node that died leaves its files behind
+                info = self._start_locked()
+            return info
+
+    def stop(self) -> None:
+        """Stop the node and remove its runtime file and data; no-op when it is not running."""
+        with self._lock:
+            self._stop_locked()
+
+    def _start_locked(self) -> DevServerInfo:
+        self._workdir = workdir = Path(tempfile.mkdtemp(prefix="apinode-devserver-"))
+        data_dir, log_path = workdir / "data", workdir / "node.log"
+        key = self._admin_key(data_dir)
+        with log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [self.python, "-m", "apinode.cli", "serve", "--data-dir", str(data_dir),
+                 "--host", "127.0.0.1", "--port", "0"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # its own group: a kill reaches its pipelines too
+        url = self._announced_url(self._process, log_path)
+        self._info = DevServerInfo(url, key, self._process.pid)
+        with secure_write(str(self.runtime_file)) as file:  # 0600: it holds the admin key
+            json.dump(self._info.to_json(), file)
+        return self._info
+
+    def _admin_key(self, data_dir: Path) -> str:
+        done = subprocess.run(
+            [self.python, "-m", "apinode.cli", "admin-key-create", "--data-dir", str(data_dir)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.start_timeout)
+        lines = done.stdout.split()
+        if done.returncode != 0 or not lines:
+            raise DevServerError(f"the dev server's admin key could not be made (exit "
+                                 f"{done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        return lines[-1]
+
+    def _announced_url(self, process: subprocess.Popen[bytes], log_path: Path) -> str:
+        """Poll the node's log for its URL, until it appears, the node exits, or the deadline."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            output = log_path.read_text(errors="replace")
+            match = ANNOUNCED.search(output)
+            if match:
+                return match.group(1)
+            if process.poll() is not None or time.monotonic() > deadline:
+                self._stop_locked()
+                tail = "\n".join(output.splitlines()[-_LOG_TAIL_LINES:]) or "no output"
+                why = (f"exited with code {process.returncode}" if process.returncode is not None
+                       else f"did not announce its URL within {self.start_timeout:g} s")
+                raise DevServerError(f"the dev server {why}:\n{tail}")
+            time.sleep(_POLL_INTERVAL)
+
+    def _stop_locked(self) -> None:
+        process, workdir = self._process, self._workdir
+        self._process = self._workdir = self._info = None
+        self.runtime_file.unlink(missing_ok=True)
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:  # not reaped yet, so the group id is still its own
+                _kill_group(process.pid)  # the node and its pipelines
+                process.wait()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

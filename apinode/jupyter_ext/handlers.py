@@ -1,0 +1,165 @@
+"""The extension's HTTP handlers, behind Jupyter's own authentication and authorization.
+
+Each method parses the request and hands off to the designer (apinode.jupyter_ext.designer) in
+a worker thread, since its calls block; `call` turns the errors a user can act on into HTTP
+errors with their message (400 for a bad notebook or request, 404, 403, 502 when the dev
+server fails), so the page and the panel show one line, not a traceback. The authorization
+resource is "apinode", so an Authorizer can grant or refuse the dev loop as a whole.
+
+The proxy passes `/apinode/dev/<path>` on to the dev server's own URL (so the browser reaches
+the node through Jupyter's origin and login), status and body untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient
+
+from ..packaging.bundles import BundleError
+from ..packaging.definitions import DefinitionError
+from ..packaging.magic_syntax import MagicUsageError
+from ..playback import NodeError
+from .designer import Designer, DesignerError
+
+AUTH_RESOURCE = "apinode"
+PROXY_TIMEOUT = 300.0  # seconds; an endpoint's own timeout is the pool's business
+STATIC = Path(__file__).parent / "static"
+_PASSED_HEADERS = ("Retry-After", "WWW-Authenticate", "Allow")
+_T = TypeVar("_T")
+
+
+class ApiNodeHandler(ExtensionHandlerMixin, APIHandler):
+    """JSON in, JSON out; the designer's errors as HTTP errors with their message."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def designer(self) -> Designer:
+        return self.extensionapp.designer  # type: ignore[attr-defined,no-any-return]
+
+    async def call(self, function: Callable[..., _T], *args: Any) -> _T:
+        """`function(*args)` in a worker thread (it blocks); user errors become HTTP errors."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except DesignerError as error:
+            raise web.HTTPError(error.status, error.message) from None
+        except (DefinitionError, MagicUsageError, BundleError) as error:
+            raise web.HTTPError(400, str(error)) from None
+        except NodeError as error:  # a DevServerError too
+            raise web.HTTPError(502, f"dev server: {error}") from None
+
+    def body(self, *names: str) -> list[str]:
+        """The named string fields of the JSON body, in order (400 when one is missing)."""
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the request body is not JSON") from None
+        values = [body.get(name) if isinstance(body, dict) else None for name in names]
+        if not all(isinstance(value, str) and value for value in values):
+            raise web.HTTPError(400, f"expected a JSON body with {', '.join(names)} (strings)")
+        return values
+
+
+class EndpointsHandler(ApiNodeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(await self.call(self.designer.endpoints, self.get_query_argument("path", "")))
+
+
+class DeployHandler(ApiNodeHandler):
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.finish(await self.call(self.designer.deploy, *self.body("path")))
+
+
+class PlayHandler(ApiNodeHandler):
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.finish(await self.call(self.designer.play, *self.body("path", "service", "endpoint")))
+
+
+class StartHandler(ApiNodeHandler):
+    """POST /apinode/api/dev/start: start the dev server if needed (kernels ask this)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        info = await self.call(self.designer.dev_server.ensure)
+        self.finish({"url": info.url, "pid": info.pid})
+
+
+class BundleHandler(ApiNodeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        name, content = await self.call(self.designer.bundle, self.get_query_argument("path", ""),
+                                        self.get_query_argument("service", ""))
+        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.finish(content, set_content_type="application/zip")
+
+
+class DevProxyHandler(ApiNodeHandler):
+    """/apinode/dev/<path> -> <dev server>/<path>: method, query, body and status passed through."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        await self.forward(path)
+
+    @web.authenticated
+    @authorized
+    async def post(self, path: str) -> None:
+        await self.forward(path)
+
+    async def forward(self, path: str) -> None:
+        info = await self.call(self.designer.dev_server.ensure)
+        query = f"?{self.request.query}" if self.request.query else ""
+        response = await AsyncHTTPClient().fetch(
+            f"{info.url}/{urllib.parse.quote(path)}{query}", method=self.request.method,
+            body=self.request.body if self.request.method == "POST" else None,
+            headers={"Content-Type": self.request.headers.get("Content-Type", "application/json")},
+            request_timeout=PROXY_TIMEOUT, raise_error=False, follow_redirects=False)
+        if response.code == 599:  # tornado's "no HTTP answer at all"
+            raise web.HTTPError(502, f"dev server: no answer from {info.url}: {response.error}")
+        self.set_status(response.code, response.reason)
+        for name in _PASSED_HEADERS:
+            if name in response.headers:
+                self.set_header(name, response.headers[name])
+        self.finish(response.body, set_content_type=response.headers.get("Content-Type", "application/json"))
+
+
+class DesignerPageHandler(ExtensionHandlerMixin, JupyterHandler):
+    """GET /apinode/designer: the API designer, a static page that calls the handlers above."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.xsrf_token  # noqa: B018 -- sets the _xsrf cookie that the page's POSTs send back
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish((STATIC / "designer.html").read_bytes())
+
+
+default_handlers = [
+    (r"/apinode/api/endpoints", EndpointsHandler),
+    (r"/apinode/api/dev/deploy", DeployHandler),
+    (r"/apinode/api/dev/play", PlayHandler),
+    (r"/apinode/api/dev/start", StartHandler),
+    (r"/apinode/api/bundle", BundleHandler),
+    (r"/apinode/dev/(.*)", DevProxyHandler),
+    (r"/apinode/designer", DesignerPageHandler),
+]

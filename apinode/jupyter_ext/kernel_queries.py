@@ -1,0 +1,72 @@
+"""`%api_test`: play queries in the kernel through the very code a pipeline runs.
+
+The endpoint's registered code is loaded with `runtime.loader.load_function` as a fresh module
+(never the notebook's globals), with its folders as absolute paths, and each query goes through
+`runtime.invoke.Invoker`: the same parsing, binding, call and JSON check as on a node. So the
+status and body shown are what a node would answer, and an endpoint that leans on a global of
+another cell fails here as it would in production. The module is loaded once per `%api_test`
+and serves all its queries, as a pipeline serves many calls.
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+from collections.abc import Callable
+
+from ..packaging.definitions import NO_EXPECTED
+from ..packaging.magic_syntax import ENDPOINT_MAGIC
+from ..packaging.notebooks import EndpointRegistration
+from ..playback import QueryResult
+from ..runtime.errors import error_json
+from ..runtime.invoke import Invoker, Outcome
+from ..runtime.loader import LoadError, load_function
+from .registry import EndpointRegistry, RegistryError
+from .results import RichReport
+
+AD_HOC_QUERY = "query"
+"""The name a query typed on the `%api_test` line goes by."""
+
+
+def run_queries(registry: EndpointRegistry, service: str, endpoint: str,
+                query: str | None = None) -> RichReport:
+    """Play `query` (a request body, as JSON text) or else the endpoint's saved test queries."""
+    registration = registry.registration(service, endpoint)
+    name = f"{service}/{endpoint}"
+    if query is not None:
+        bodies = [(AD_HOC_QUERY, query.encode(), NO_EXPECTED)]
+    elif registration.test_queries:
+        bodies = [(q.name, json.dumps(q.query).encode(), q.expected) for q in registration.test_queries]
+    else:
+        raise RegistryError(f"{name} has no test queries: add a %%api_test_queries {name} cell, "
+                            f"or give one: %api_test {name} {{\"param\": value}}")
+    invoke = _load(registry, registration, name)
+    results = []
+    for query_name, body, expected in bodies:
+        outcome = invoke(body)
+        results.append(QueryResult(endpoint, query_name, expected, outcome.status,
+                                   json.loads(outcome.payload), outcome.execution_ms,
+                                   outcome.traceback))
+    return RichReport(f"{name} in the kernel", tuple(results))
+
+
+def _load(registry: EndpointRegistry, registration: EndpointRegistration,
+          name: str) -> Callable[[bytes], Outcome]:
+    """The endpoint's code loaded as a pipeline loads it; if it does not load, every call gets
+    the node's EndpointLoadFailed answer, with the traceback for the author."""
+    folders = registry.folder_paths(registration)
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing:
+        raise RegistryError(f"{name}: folder not found: {', '.join(missing)}")
+    filename = f"<{ENDPOINT_MAGIC} {name}>"
+    # Cached like an IPython cell, so that tracebacks show the endpoint's lines.
+    linecache.cache[filename] = (len(registration.code), None,
+                                 registration.code.splitlines(keepends=True), filename)
+    module_name = "apinode_endpoint_" + name.replace("/", "_").replace("-", "_")  # as pipelines do
+    try:
+        return Invoker(load_function(registration.code, filename, registration.magic.function,
+                                     [str(folder) for folder in folders], module_name))
+    except LoadError as error:
+        failed = Outcome(500, error_json("EndpointLoadFailed", f"{name}: {error}"), 0.0,
+                         error.traceback or None)
+        return lambda body: failed

@@ -1,0 +1,43 @@
+"""`%api_services`: what the kernel has registered, as a table (HTML in Jupyter, text elsewhere)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from ..packaging.definitions import PoolSettings
+from ..packaging.magic_syntax import ENDPOINT_USAGE
+from ..packaging.notebooks import EndpointRegistration
+from ..playback import text_table
+from .results import html_table
+
+HEADERS = ("service", "endpoint", "function", "folders", "requirements", "pool", "test queries")
+
+
+def _cells(registration: EndpointRegistration) -> tuple[str, ...]:
+    magic = registration.magic
+    pool = PoolSettings.from_json(magic.pool, "pool").to_json()
+    return (magic.service, magic.endpoint, magic.function, ", ".join(magic.folders),
+            ", ".join(magic.requirements) or "(builtin env)",
+            " ".join(f"{key}={value}" for key, value in pool.items()),
+            str(len(registration.test_queries)))
+
+
+@dataclass(frozen=True, repr=False)
+class ServicesOverview:
+    """One row per registered endpoint, with its pool settings in full (defaults filled in)."""
+
+    registrations: tuple[EndpointRegistration, ...]
+
+    def _empty(self) -> str:
+        return f"no endpoint registered yet; start a cell with {ENDPOINT_USAGE.removeprefix('usage: ')}"
+
+    def __repr__(self) -> str:
+        if not self.registrations:
+            return self._empty()
+        return text_table(HEADERS, [_cells(r) for r in self.registrations])
+
+    def _repr_html_(self) -> str:
+        if not self.registrations:
+            return f"<p>{html.escape(self._empty())}</p>"
+        return html_table(HEADERS, [_cells(r) for r in self.registrations])

@@ -1,0 +1,183 @@
+"""`%api_panel`: pick an endpoint, edit and play its test queries, deploy to the dev server.
+
+A composite of stock ipywidgets, so it needs no front-end code and works wherever ipywidgets
+does, headless included (tests click its buttons and read its widgets). It is a thin skin over
+the library: queries play in the kernel through `%api_test`'s code (kernel_queries.run_queries,
+the binding a pipeline runs) or on the dev server through devclient.play_on_dev, and deploying
+is devclient.deploy_to_dev of the kernel's registered service. Results are the tables
+`%api_test` shows.
+
+Edited test queries are checked as you type, and saved into the kernel's registry when played:
+`%api_export` and `%api_dev` bundle them from then on (the notebook's `%%api_test_queries`
+cell keeps its own text until you change it).
+
+Concurrency: the buttons' callbacks run on the kernel's thread, one at a time, and block while
+they play or deploy; the progress bar and labels update as they go. Errors the user can act on
+show as one line, others as a traceback, both in the `errors` Output widget.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..packaging.bundles import BundleError
+from ..packaging.definitions import DefinitionError, TestQuery, parse_json, parse_test_queries
+from ..playback import NodeError, QueryResult
+from .devclient import deploy_registered, kernel_dev_server, play_on_dev
+from .devserver import DevServerInfo
+from .globals_check import StandaloneError
+from .kernel_queries import run_queries
+from .registry import EndpointRegistry, RegistryError
+
+KERNEL, DEV_SERVER = "kernel", "dev server"
+_USER_ERRORS = (DefinitionError, BundleError, RegistryError, StandaloneError, NodeError, OSError)
+_OK, _WRONG = "#1a7f37", "#cf222e"
+
+
+def show_panel(registry: EndpointRegistry) -> ApiPanel:
+    """The panel over the kernel's registry (the magic returns it, so the cell shows it)."""
+    return ApiPanel(registry)
+
+
+def _line(text: str, color: str | None = None) -> str:
+    style = f' style="color:{color}"' if color else ""
+    return f"<span{style}>{html.escape(text)}</span>"
+
+
+class ApiPanel(widgets.VBox):
+    def __init__(self, registry: EndpointRegistry,
+                 dev_server: Callable[[], DevServerInfo] = kernel_dev_server, **kwargs: Any) -> None:
+        """`dev_server` finds (or has started) the dev server, when a button needs it."""
+        self.registry = registry
+        self._dev_server = dev_server
+        self.endpoint = widgets.Dropdown(description="Endpoint")
+        self.refresh_button = widgets.Button(icon="refresh", tooltip="reload the kernel's endpoints",
+                                             layout=widgets.Layout(width="3em"))
+        self.queries = widgets.Textarea(description="Test queries", placeholder='[{"name": "…", "query": {…}}]',
+                                        layout=widgets.Layout(width="95%", height="10em"))
+        self.queries_status = widgets.HTML()
+        self.where = widgets.ToggleButtons(options=[("in the kernel", KERNEL), ("on the dev server", DEV_SERVER)],
+                                           description="Play")
+        self.play_button = widgets.Button(description="Play test queries", icon="play", button_style="primary")
+        self.deploy_button = widgets.Button(description="Deploy to dev server", icon="upload")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="12em"))
+        self.status = widgets.HTML()
+        self.loads = widgets.HTML()
+        self.results = widgets.HTML()
+        self.errors = widgets.Output()
+        super().__init__([
+            widgets.HBox([self.endpoint, self.refresh_button]),
+            self.queries, self.queries_status,
+            widgets.HBox([self.where, self.play_button, self.deploy_button]),
+            widgets.HBox([self.progress, self.status]),
+            self.loads, self.results, self.errors,
+        ], **kwargs)
+        self.endpoint.observe(self._show_queries, "value")
+        self.queries.observe(self._check_queries, "value")
+        self.refresh_button.on_click(self._guarded(self.refresh))
+        self.play_button.on_click(self._guarded(self.play))
+        self.deploy_button.on_click(self._guarded(self.deploy))
+        self.refresh()
+
+    # -- what the buttons do (plain methods, callable from Python too) --------------------------
+    def refresh(self) -> None:
+        """List the kernel's endpoints again (after running more %%api_endpoint cells)."""
+        selected = self.endpoint.value
+        options = [(f"{r.magic.service}/{r.magic.endpoint}", (r.magic.service, r.magic.endpoint))
+                   for r in self.registry.registrations()]
+        self.endpoint.options = options
+        values = [value for _, value in options]
+        self.endpoint.value = selected if selected in values else (values[0] if values else None)
+        if not options:
+            self._say("no endpoint in this kernel yet: run a %%api_endpoint cell, then refresh", _WRONG)
+        self._show_queries()
+
+    def play(self) -> None:
+        """Save the edited queries, then play them where `where` says; results in the table."""
+        service, endpoint = self._selected()
+        queries = self.registry.set_test_queries(service, endpoint, self.queries.value)
+        if not queries:
+            raise RegistryError(f"{service}/{endpoint} has no test queries to play: add some above")
+        self.progress.max, self.progress.value = len(queries), 0
+        self._say(f"playing {len(queries)} queries {'in the kernel' if self.where.value == KERNEL else 'on the dev server'}…")
+        if self.where.value == KERNEL:
+            report = run_queries(self.registry, service, endpoint)
+            self.progress.value = len(queries)
+        else:
+            report = play_on_dev(self._dev_server().url, service, endpoint, queries, self._advance)
+        self.results.value = report._repr_html_()
+        self._say(report.summary, _OK if report.passed else _WRONG)
+
+    def deploy(self) -> None:
+        """Deploy the selected endpoint's service to the dev server; does each function load?"""
+        service, _ = self._selected()
+        self._say(f"deploying {service} to the dev server…")
+        deployment = deploy_registered(self.registry, service, self._dev_server)
+        self.loads.value = deployment._repr_html_()
+        self._say(deployment.summary, _OK if deployment.switched else _WRONG)
+
+    # -- reacting to the widgets --------------------------------------------------------------
+    def _show_queries(self, _change: object = None) -> None:
+        if self.endpoint.value is None:
+            self.queries.value = ""
+        else:
+            registration = self.registry.registration(*self.endpoint.value)
+            self.queries.value = json.dumps([query.to_json() for query in registration.test_queries], indent=2)
+        self._check_queries()  # also when the text did not change, and so did not call it
+
+    def _check_queries(self, _change: object = None) -> None:
+        """Validate the text as test queries at each change; Play waits for valid ones."""
+        self.play_button.disabled = True
+        if self.endpoint.value is None:
+            self.queries_status.value = ""
+            return
+        try:
+            queries = self._parsed()
+        except DefinitionError as error:
+            self.queries_status.value = _line(str(error), _WRONG)
+            return
+        self.queries_status.value = _line(f"✓ {len(queries)} test queries", _OK)
+        self.play_button.disabled = False
+
+    def _parsed(self) -> tuple[TestQuery, ...]:
+        where = "test queries"
+        return parse_test_queries(parse_json(self.queries.value, where), where)
+
+    def _selected(self) -> tuple[str, str]:
+        if self.endpoint.value is None:
+            raise RegistryError("no endpoint selected: run a %%api_endpoint cell, then refresh")
+        return self.endpoint.value
+
+    def _advance(self, _result: QueryResult) -> None:
+        self.progress.value += 1
+
+    def _say(self, text: str, color: str | None = None) -> None:
+        self.status.value = _line(text, color)
+
+    def _guarded(self, action: Callable[[], None]) -> Callable[[widgets.Button], None]:
+        """A click handler running `action`, its errors shown in `errors`, buttons off meanwhile."""
+        buttons = (self.play_button, self.deploy_button, self.refresh_button)
+
+        def on_click(_button: widgets.Button) -> None:
+            self.errors.outputs = ()
+            for button in buttons:
+                button.disabled = True
+            try:
+                action()
+            except _USER_ERRORS as error:
+                self.errors.append_stderr(f"{error}\n")
+                self._say("failed: see below", _WRONG)
+            except Exception:  # a bug: the whole story, in the panel rather than lost in a log
+                self.errors.append_stderr(traceback.format_exc())
+                self._say("failed: see the traceback below", _WRONG)
+            finally:
+                self.deploy_button.disabled = self.refresh_button.disabled = False
+                self._check_queries()  # enables Play again if the queries are valid
+
+        return on_click

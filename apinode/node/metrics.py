@@ -1,0 +1,114 @@
+"""The node's metrics, read from live state when asked: the admin API's JSON, Prometheus' text.
+
+Per service, generation and endpoint: requests by HTTP status, latency (a histogram; in the
+JSON its count, mean, max and estimated quantiles), queue depth, pipelines alive and busy, and
+rejections (queue full, or queue timeout). Counts belong to a loaded generation: they start at
+zero when it loads and go away when it is unloaded, like a Prometheus series that ends.
+
+A request costs only `EndpointStats.record`. Both renderings walk the registry on the event
+loop when asked, a few numbers per endpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from .endpoint import Endpoint
+from .registry import ServiceRegistry
+from .services import LoadedGeneration, Service
+from .stats import LATENCY_BOUNDS, EndpointStats
+
+_QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+def _endpoints(services: ServiceRegistry) -> Iterator[tuple[Service, LoadedGeneration, Endpoint]]:
+    for service in list(services.services.values()):
+        for generation in service.loaded.values():
+            for endpoint in generation.endpoints.values():
+                yield service, generation, endpoint
+
+
+def metrics_json(services: ServiceRegistry) -> dict[str, Any]:
+    """{"services": {id: {"enabled", "generations": {id: {"endpoints": {id: {...}}}}}}}."""
+    out: dict[str, Any] = {
+        service.id: {"enabled": service.state.enabled, "generations": {}}
+        for service in services.services.values()
+    }
+    for service, generation, endpoint in _endpoints(services):
+        endpoints = out[service.id]["generations"].setdefault(generation.id, {"endpoints": {}})["endpoints"]
+        endpoints[endpoint.definition.id] = _endpoint_json(endpoint)
+    return {"services": out}
+
+
+def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
+    stats, pool = endpoint.stats, endpoint.pool
+    count = stats.count
+    latency = {"count": count, "mean": _ms(stats.seconds / count) if count else 0.0, "max": _ms(stats.slowest)}
+    latency.update((name, _ms(stats.quantile(q))) for name, q in _QUANTILES.items())
+    return {
+        "requests": {str(status): n for status, n in sorted(stats.by_status.items())},
+        "latencyMs": latency,
+        "queueDepth": pool.queued,
+        "pipelines": {"alive": pool.size, "busy": pool.busy},
+        "rejections": pool.rejected,
+        "loadFailed": pool.failure is not None,
+    }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class _NodeCollector(Collector):
+    """Prometheus metric families built from the registry's live state at each scrape."""
+
+    def __init__(self, services: ServiceRegistry) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["service", "generation", "endpoint"]
+        requests = CounterMetricFamily("apinode_requests", "Requests answered, by HTTP status.",
+                                       labels=[*labels, "status"])
+        latency = HistogramMetricFamily("apinode_request_duration_seconds",
+                                        "Time from receiving a request to answering it.", labels=labels)
+        queued = GaugeMetricFamily("apinode_queue_depth", "Requests waiting for a free pipeline.", labels=labels)
+        alive = GaugeMetricFamily("apinode_pipelines_alive", "Pipelines running or starting.", labels=labels)
+        busy = GaugeMetricFamily("apinode_pipelines_busy", "Pipelines running a request.", labels=labels)
+        rejected = CounterMetricFamily("apinode_rejections", "Requests refused with 503: queue full or queue timeout.",
+                                       labels=labels)
+        for service, generation, endpoint in _endpoints(self.services):
+            values = [service.id, generation.id, endpoint.definition.id]
+            stats, pool = endpoint.stats, endpoint.pool
+            for status, count in stats.by_status.items():
+                requests.add_metric([*values, str(status)], count)
+            latency.add_metric(values, buckets=_buckets(stats), sum_value=stats.seconds)
+            queued.add_metric(values, pool.queued)
+            alive.add_metric(values, pool.size)
+            busy.add_metric(values, pool.busy)
+            rejected.add_metric(values, pool.rejected)
+        yield from (requests, latency, queued, alive, busy, rejected)
+
+
+_BUCKET_BOUNDS = [*map(str, LATENCY_BOUNDS), "+Inf"]
+
+
+def _buckets(stats: EndpointStats) -> list[tuple[str, float]]:
+    """Cumulative (upper bound, count) pairs, as Prometheus histograms have them."""
+    return list(zip(_BUCKET_BOUNDS, itertools.accumulate(stats.buckets)))
+
+
+class PrometheusMetrics:
+    """The text a Prometheus scrape of GET /metrics gets."""
+
+    def __init__(self, services: ServiceRegistry) -> None:
+        self._collectors = CollectorRegistry(auto_describe=False)
+        self._collectors.register(_NodeCollector(services))
+
+    def text(self) -> bytes:
+        return generate_latest(self._collectors)

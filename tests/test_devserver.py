@@ -1,0 +1,168 @@
+"""The dev server's life: started once on demand, found by kernels through the runtime file,
+stopped with the Jupyter server, and no process left behind, whatever the node does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from apinode.jupyter_ext.devclient import kernel_dev_server
+from apinode.jupyter_ext.devserver import DevServer, DevServerError, find_dev_server
+from support import children, cmdline, eventually, write_notebook
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+pytestmark = pytest.mark.timeout(120)
+
+ECHO = "%%api_endpoint echo/say --function say\ndef say(text='hello'):\n    return text\n"
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"apinode": True}}}
+
+
+@pytest.fixture
+def extension(jp_serverapp):
+    return jp_serverapp.web_app.settings["apinode"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def deploy(jp_fetch, path: str) -> dict:
+    response = await jp_fetch("apinode", "api", "dev", "deploy", method="POST", body=json.dumps({"path": path}))
+    return json.loads(response.body)
+
+
+async def test_one_dev_server_serves_every_deploy_and_kernel_then_stops_with_jupyter(
+        jp_fetch, jp_serverapp, jp_root_dir, jp_runtime_dir, extension):
+    write_notebook(jp_root_dir / "echo.ipynb", ECHO)
+    assert not list(jp_runtime_dir.glob("apinode-devserver-*"))  # on demand: nothing before a deploy
+    first = await deploy(jp_fetch, "echo.ipynb")
+    info = extension.dev_server.running
+    second = await deploy(jp_fetch, "echo.ipynb")
+    assert extension.dev_server.running == info  # the same node: same pid, URL and key
+    assert first["devServer"] == second["devServer"] == info.url
+    assert first["services"][0]["generation"] != second["services"][0]["generation"]  # reloaded
+
+    runtime_file = jp_runtime_dir / f"apinode-devserver-{os.getpid()}.json"
+    assert stat.S_IMODE(runtime_file.stat().st_mode) == 0o600  # it holds the admin key
+    assert json.loads(runtime_file.read_text()) == {"url": info.url, "adminKey": info.admin_key, "pid": info.pid}
+    assert find_dev_server(os.getpid()) == info  # what a kernel of this server finds
+    assert await asyncio.to_thread(kernel_dev_server, os.getpid()) == info
+
+    pipelines = children(info.pid)
+    assert pipelines
+    argv = cmdline(info.pid)
+    data_dir = Path(argv[argv.index("--data-dir") + 1])
+    assert (data_dir / "services" / "echo").is_dir()
+    await jp_serverapp._cleanup()  # what Jupyter does when it stops
+    assert not alive(info.pid)
+    assert not [pid for pid in pipelines if alive(pid)]
+    assert not runtime_file.exists()
+    assert find_dev_server(os.getpid()) is None
+    assert not data_dir.parent.exists()  # the dev server's data goes with it
+
+
+async def test_a_kernel_asks_its_jupyter_server_to_start_the_dev_server(jp_fetch, extension):
+    await jp_fetch("api", "status")  # the server listens
+    assert extension.dev_server.running is None
+    info = await asyncio.to_thread(kernel_dev_server, os.getpid())
+    assert extension.dev_server.running == info
+
+
+async def test_a_kernel_of_this_server_deploys_with_api_dev(jp_fetch, jp_serverapp, jp_root_dir, extension):
+    await jp_fetch("api", "status")
+    manager = jp_serverapp.kernel_manager
+    kernel_id = await manager.start_kernel(kernel_name="python3", path="")
+    client = manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        outputs: list[str] = []
+
+        def collect(message):
+            content = message["content"]
+            outputs.append(content.get("text") or content.get("data", {}).get("text/plain", "")
+                           or "\n".join(content.get("traceback", [])))
+
+        for code in ("%load_ext apinode", ECHO, "%api_dev echo"):
+            reply = await client.execute_interactive(code, output_hook=collect, timeout=60)
+            assert reply["content"]["status"] == "ok", outputs
+    finally:
+        client.stop_channels()
+        await manager.shutdown_kernel(kernel_id, now=True)
+    info = extension.dev_server.running
+    assert info is not None, outputs
+    shown = "".join(outputs)
+    assert f"service echo deployed to the dev server at {info.url}" in shown
+    assert "say       yes" in shown
+
+
+async def test_a_dev_server_that_died_is_started_again(jp_fetch, jp_root_dir, extension):
+    write_notebook(jp_root_dir / "echo.ipynb", ECHO)
+    await deploy(jp_fetch, "echo.ipynb")
+    dead = extension.dev_server.running
+    os.kill(dead.pid, 9)
+    eventually(lambda: extension.dev_server.running is None)
+    deployed = await deploy(jp_fetch, "echo.ipynb")
+    assert extension.dev_server.running.pid != dead.pid
+    assert deployed["services"][0]["switched"] is True
+
+
+# A stand-in for `python -m apinode.cli ...`: "$3" is the command.
+FAKE_PYTHON = """#!/bin/sh
+case "$3" in
+  admin-key-create) echo "the-key" ;;
+  serve) {serve} ;;
+esac
+"""
+
+
+def fake_python(tmp_path: Path, serve: str) -> str:
+    path = tmp_path / "python"
+    path.write_text(FAKE_PYTHON.format(serve=serve))
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_node_that_exits_at_start_is_reported_with_its_output(tmp_path):
+    python = fake_python(tmp_path, 'echo "port already taken"; exit 3')
+    server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=5, python=python)
+    with pytest.raises(DevServerError, match=r"exited with code 3:\nport already taken"):
+        server.ensure()
+    assert not list(tmp_path.glob("apinode-devserver-*"))
+
+
+def test_a_node_that_ignores_sigterm_is_killed_with_its_children(tmp_path):
+    announce = 'echo "apinode: serving 0 service(s) from d at http://127.0.0.1:9"'
+    python = fake_python(tmp_path, f"trap '' TERM; sleep 300 & echo $! > {tmp_path}/child; {announce}; wait")
+    server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=0.5, python=python)
+    info = server.ensure()
+    assert info.url == "http://127.0.0.1:9" and info.admin_key == "the-key"
+    child = int(eventually(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip()))
+    server.stop()
+    assert not alive(info.pid) and not alive(child)
+    assert not (tmp_path / f"apinode-devserver-{os.getpid()}.json").exists()
+
+
+def test_the_real_node_starts_and_stops_outside_jupyter(tmp_path):
+    server = DevServer(os.getpid(), tmp_path, start_timeout=60, stop_timeout=10, python=sys.executable)
+    info = server.ensure()
+    assert server.ensure() == info
+    assert find_dev_server(os.getpid(), tmp_path) == info
+    server.stop()
+    server.stop()  # twice is fine
+    assert not alive(info.pid) and find_dev_server(os.getpid(), tmp_path) is None

@@ -1,0 +1,192 @@
+"""The Jupyter server extension's handlers, on a real Jupyter server (pytest-jupyter) whose base
+URL has an awkward prefix, with notebooks written into its root directory."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from support import write_notebook
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+pytestmark = pytest.mark.timeout(90)
+
+ADD = "%%api_endpoint demo/add --function add\ndef add(a, b):\n    return a + b\n"
+ADD_QUERIES = ('%%api_test_queries demo/add\n[{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},'
+               ' {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]')
+BROKEN = "%%api_endpoint demo/broken --function f\nimport no_such_module_here\n\ndef f():\n    return 1\n"
+OTHER = "%%api_endpoint other/hello --function hello\ndef hello():\n    return 'hi'\n"
+
+
+@pytest.fixture
+def jp_base_url():
+    """An escaped character in the prefix: what catches joined-by-hand URLs."""
+    return "/a%40b/lab%20x/"
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"apinode": True}}}
+
+
+@pytest.fixture
+def notebook(jp_root_dir):
+    (jp_root_dir / "sub").mkdir()
+    write_notebook(jp_root_dir / "sub" / "demo.ipynb", "import math", ADD, ADD_QUERIES, BROKEN, OTHER)
+    return "sub/demo.ipynb"
+
+
+async def fetch_json(jp_fetch, *parts, **kwargs):
+    response = await jp_fetch(*parts, **kwargs)
+    assert response.headers["Content-Type"].startswith("application/json")
+    return json.loads(response.body)
+
+
+async def refused(jp_fetch, *parts, **kwargs) -> tuple[int, str]:
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch(*parts, **kwargs)
+    body = caught.value.response.body
+    return caught.value.code, json.loads(body)["message"] if body else ""
+
+
+def post(body):
+    return {"method": "POST", "body": json.dumps(body)}
+
+
+async def test_endpoints_lists_services_endpoints_and_test_queries(jp_fetch, notebook):
+    answer = await fetch_json(jp_fetch, "apinode", "api", "endpoints", params={"path": notebook})
+    assert answer["path"] == notebook
+    assert [service["id"] for service in answer["services"]] == ["demo", "other"]
+    demo = answer["services"][0]
+    assert [(e["id"], e["function"]) for e in demo["endpoints"]] == [("add", "add"), ("broken", "f")]
+    assert demo["endpoints"][0]["testQueries"][0] == {"name": "three", "query": {"a": 1, "b": 2}, "expected": 3}
+
+
+@pytest.mark.parametrize(("path", "status", "says"), [
+    ("", 400, "which notebook"),
+    ("../outside.ipynb", 403, "outside the server's root"),
+    ("/../../etc/passwd", 403, "outside the server's root"),
+    ("missing.ipynb", 404, "no such notebook"),
+    ("sub/not-a-notebook.txt", 400, "not a readable notebook"),
+])
+async def test_endpoints_refuses_bad_paths(jp_fetch, jp_root_dir, notebook, path, status, says):
+    (jp_root_dir.parent / "outside.ipynb").write_text("{}")
+    (jp_root_dir / "sub" / "not-a-notebook.txt").write_text("hello")
+    code, message = await refused(jp_fetch, "apinode", "api", "endpoints", params={"path": path})
+    assert (code, says in message) == (status, True), message
+
+
+async def test_a_bad_cell_is_a_400_naming_the_cell(jp_fetch, jp_root_dir):
+    write_notebook(jp_root_dir / "bad.ipynb", "%%api_endpoint demo/add --function add --ceil 0\nx = 1\n")
+    code, message = await refused(jp_fetch, "apinode", "api", "endpoints", params={"path": "bad.ipynb"})
+    assert code == 400 and "cell 1" in message and "ceil" in message
+
+
+async def test_deploy_says_which_functions_load_then_play_judges_the_queries(jp_fetch, notebook, jp_root_dir):
+    deployed = await fetch_json(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": notebook}))
+    demo, other = deployed["services"]
+    assert demo["switched"] is False and other["switched"] is True
+    assert demo["endpoints"]["add"] == {"loaded": True, "error": None, "traceback": None}
+    broken = demo["endpoints"]["broken"]
+    assert broken["loaded"] is False and "no_such_module_here" in broken["error"]
+    assert "ModuleNotFoundError" in broken["traceback"]
+
+    write_notebook(jp_root_dir / notebook, ADD, ADD_QUERIES)  # the author fixes the notebook
+    deployed = await fetch_json(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": notebook}))
+    assert deployed["services"][0]["switched"] is True
+
+    played = await fetch_json(jp_fetch, "apinode", "api", "dev", "play",
+                              **post({"path": notebook, "service": "demo", "endpoint": "add"}))
+    assert played["passed"] is False
+    three, wrong = played["results"]
+    assert (three["status"], three["response"], three["verdict"]) == (200, 3, "PASS")
+    assert (wrong["response"], wrong["expected"], wrong["verdict"]) == (2, 3, "FAIL")
+    assert three["timeMs"] > 0 and three["cells"][-1] == "PASS"
+    assert played["headers"][-1] == "result"
+
+
+async def test_play_refuses_unknown_endpoints_and_endpoints_without_queries(jp_fetch, notebook):
+    def body(service, endpoint):
+        return post({"path": notebook, "service": service, "endpoint": endpoint})
+
+    assert (await refused(jp_fetch, "apinode", "api", "dev", "play", **body("nope", "add")))[0] == 404
+    assert (await refused(jp_fetch, "apinode", "api", "dev", "play", **body("demo", "nope")))[0] == 404
+    code, message = await refused(jp_fetch, "apinode", "api", "dev", "play", **body("other", "hello"))
+    assert code == 400 and "%%api_test_queries other/hello" in message
+    code, message = await refused(jp_fetch, "apinode", "api", "dev", "play", **post({"path": notebook}))
+    assert code == 400 and "service, endpoint" in message
+
+
+async def test_proxy_passes_calls_status_and_body_to_the_dev_server(jp_fetch, notebook):
+    await jp_fetch("apinode", "api", "dev", "deploy", **post({"path": notebook}))
+    answer = await fetch_json(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "hello", "run",
+                              **post({}))
+    assert answer["response"] == "hi"
+    assert answer["apiContext"]["serviceId"] == "other"
+    code, message = await refused(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "nope", "run",
+                                  **post({}))
+    assert code == 404 and "no endpoint 'nope'" in message
+    code, message = await refused(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "hello", "run",
+                                  **post({"unexpected": 1}))
+    assert code == 400 and "unexpected" in message
+
+
+async def test_bundle_downloads_the_service_zip(jp_fetch, notebook):
+    response = await jp_fetch("apinode", "api", "bundle", params={"path": notebook, "service": "other"})
+    assert response.headers["Content-Type"] == "application/zip"
+    disposition = response.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="other-g-') and disposition.endswith('.zip"')
+    with zipfile.ZipFile(io.BytesIO(response.body)) as bundle:
+        assert json.loads(bundle.read("service.json"))["id"] == "other"
+    assert (await refused(jp_fetch, "apinode", "api", "bundle", params={"path": notebook, "service": "x"}))[0] == 404
+
+
+async def test_designer_page_is_served_with_its_scripts(jp_fetch, jp_base_url):
+    page = await jp_fetch("apinode", "designer")
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert b"designer.js" in page.body
+    assert "_xsrf=" in page.headers.get("Set-Cookie", "")
+    script = await jp_fetch("static", "apinode", "designer.js")
+    assert b"X-XSRFToken" in script.body
+
+
+ROUTES = [
+    ("GET", ("apinode", "api", "endpoints")),
+    ("POST", ("apinode", "api", "dev", "deploy")),
+    ("POST", ("apinode", "api", "dev", "play")),
+    ("POST", ("apinode", "api", "dev", "start")),
+    ("GET", ("apinode", "api", "bundle")),
+    ("POST", ("apinode", "dev", "public", "api", "v1", "demo", "add", "run")),
+    ("GET", ("apinode", "dev", "isAlive")),
+]
+
+
+@pytest.mark.parametrize(("method", "parts"), ROUTES)
+async def test_every_handler_refuses_a_caller_without_a_token(jp_fetch, jp_serverapp, notebook, method, parts):
+    kwargs = {"body": "{}"} if method == "POST" else {}
+    code, _ = await refused(jp_fetch, *parts, method=method, headers={"Authorization": ""},
+                            params={"path": notebook}, **kwargs)
+    assert code in (401, 403)
+    assert not jp_serverapp.web_app.settings["apinode"].dev_server.running  # nothing was started
+
+
+async def test_the_designer_page_sends_a_caller_without_a_token_to_the_login_page(jp_fetch):
+    code, _ = await refused(jp_fetch, "apinode", "designer", headers={"Authorization": ""},
+                            follow_redirects=False)
+    assert code == 302
+
+
+async def test_an_authorizer_that_refuses_the_apinode_resource_gets_403(jp_fetch, jp_serverapp, notebook):
+    class NoApinode(type(jp_serverapp.authorizer)):
+        def is_authorized(self, handler, user, action, resource):
+            return resource != "apinode"
+
+    jp_serverapp.web_app.settings["authorizer"] = NoApinode(parent=jp_serverapp)
+    code, message = await refused(jp_fetch, "apinode", "api", "endpoints", params={"path": notebook})
+    assert code == 403 and "apinode" in message
+    assert (await jp_fetch("api", "status")).code == 200  # the rest of Jupyter is not affected

@@ -1,0 +1,128 @@
+"""`%api_panel` driven headless: construct it over a registry, click its buttons, read its widgets."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from apinode.jupyter_ext.devserver import DevServer, DevServerError
+from apinode.jupyter_ext.panel import ApiPanel
+from apinode.jupyter_ext.registry import EndpointRegistry
+from apinode.packaging.magic_syntax import parse_endpoint_magic
+
+pytestmark = pytest.mark.timeout(60)
+
+QUERIES = [{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},
+           {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory):
+    server = DevServer(os.getpid(), tmp_path_factory.mktemp("runtime"), start_timeout=60, stop_timeout=10)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    registry = EndpointRegistry(tmp_path)
+    registry.register(parse_endpoint_magic("calc/add --function add"), "def add(a, b):\n    return a + b\n")
+    registry.set_test_queries("calc", "add", json.dumps(QUERIES))
+    registry.register(parse_endpoint_magic("calc/broken --function f"), "import no_such_module_here\n")
+    return registry
+
+
+@pytest.fixture
+def panel(registry, dev_server):
+    return ApiPanel(registry, dev_server=dev_server.ensure)
+
+
+def errors(panel: ApiPanel) -> str:
+    return "".join(output["text"] for output in panel.errors.outputs)
+
+
+def test_it_lists_the_kernels_endpoints_and_shows_the_selected_ones_queries(panel):
+    assert [label for label, _ in panel.endpoint.options] == ["calc/add", "calc/broken"]
+    assert panel.endpoint.value == ("calc", "add")
+    assert json.loads(panel.queries.value) == QUERIES
+    assert "2 test queries" in panel.queries_status.value and not panel.play_button.disabled
+    panel.endpoint.value = ("calc", "broken")
+    assert json.loads(panel.queries.value) == [] and "0 test queries" in panel.queries_status.value
+
+
+def test_queries_are_checked_as_you_type(panel):
+    panel.queries.value = '[{"name": "x", "query": {"a": 1'
+    assert "not valid JSON" in panel.queries_status.value and panel.play_button.disabled
+    panel.queries.value = '[{"query": {"a": 1}}]'
+    assert "[0].name" in panel.queries_status.value and panel.play_button.disabled
+    panel.queries.value = '[{"name": "x", "query": {"a": 1, "b": 1}}]'
+    assert "1 test queries" in panel.queries_status.value and not panel.play_button.disabled
+
+
+def test_play_in_the_kernel_saves_the_edited_queries_and_shows_the_results(panel, registry):
+    panel.queries.value = json.dumps([*QUERIES, {"name": "missing b", "query": {"a": 1}}])
+    panel.play_button.click()
+    assert errors(panel) == ""
+    assert (panel.progress.value, panel.progress.max) == (3, 3)
+    table = panel.results.value
+    assert table.count("<tr>") == 4  # a header and three queries
+    assert "three" in table and "PASS" in table and "missing parameter" in table
+    assert "3 queries, 2 FAILED" in panel.status.value
+    assert [q.name for q in registry.registration("calc", "add").test_queries] == ["three", "wrong", "missing b"]
+    assert not panel.play_button.disabled and not panel.deploy_button.disabled
+
+
+def test_deploy_shows_which_functions_load_then_play_on_the_dev_server(panel, registry):
+    panel.deploy_button.click()
+    assert errors(panel) == ""
+    assert "NOT switched: broken did not load" in panel.status.value
+    assert "no_such_module_here" in panel.loads.value and "ModuleNotFoundError" in panel.loads.value
+
+    registry.register(parse_endpoint_magic("calc/broken --function f"), "def f():\n    return 1\n")
+    panel.deploy_button.click()
+    assert "deployed to the dev server" in panel.status.value
+    assert panel.loads.value.count(">yes<") == 2
+
+    panel.where.value = "dev server"
+    panel.play_button.click()
+    assert errors(panel) == ""
+    assert (panel.progress.value, panel.progress.max) == (2, 2)
+    assert "on the dev server: 2 queries, 1 FAILED" in panel.status.value
+    assert ">PASS<" in panel.results.value and ">FAIL<" in panel.results.value
+
+
+def test_refresh_finds_new_endpoints_and_keeps_the_selection(panel, registry):
+    panel.endpoint.value = ("calc", "broken")
+    registry.register(parse_endpoint_magic("calc/sub --function sub"), "def sub(a, b):\n    return a - b\n")
+    panel.refresh_button.click()
+    assert [label for label, _ in panel.endpoint.options] == ["calc/add", "calc/broken", "calc/sub"]
+    assert panel.endpoint.value == ("calc", "broken")
+
+
+def test_errors_land_in_the_output_widget_one_line_or_a_traceback(registry):
+    def no_dev_server():
+        raise DevServerError("no dev server: this kernel's Jupyter server has no apinode extension")
+
+    panel = ApiPanel(registry, dev_server=no_dev_server)
+    panel.deploy_button.click()
+    assert errors(panel) == "no dev server: this kernel's Jupyter server has no apinode extension\n"
+    assert "failed" in panel.status.value and not panel.deploy_button.disabled
+
+    def bug():
+        raise ZeroDivisionError("oops")
+
+    panel = ApiPanel(registry, dev_server=bug)
+    panel.deploy_button.click()
+    assert "Traceback (most recent call last)" in errors(panel) and "ZeroDivisionError: oops" in errors(panel)
+    panel.play_button.click()  # the next click starts with a clean slate
+    assert "Traceback" not in errors(panel)
+
+
+def test_an_empty_kernel_says_what_to_do(tmp_path):
+    panel = ApiPanel(EndpointRegistry(tmp_path), dev_server=lambda: None)
+    assert panel.endpoint.options == () and panel.play_button.disabled
+    assert "run a %%api_endpoint cell" in panel.status.value
+    panel.deploy_button.click()
+    assert "no endpoint selected" in errors(panel)

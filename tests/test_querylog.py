@@ -1,0 +1,39 @@
+"""The query log: lines written off the event loop, parameters only when asked, rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from apinode.node.querylog import QueryLog
+
+
+def write(log: QueryLog, entries) -> None:
+    async def main():
+        log.start()
+        for entry in entries:
+            log.record(*entry)
+        log.close()
+    asyncio.run(main())
+
+
+def test_lines_hold_the_request_and_its_parameters_when_given(tmp_path):
+    write(QueryLog(tmp_path), [
+        ("svc", "score", "g1", 200, 1.23456, b'{"age": 3}'),
+        ("svc", "score", "g1", 400, 0.5, b"not json"),
+        ("svc", "score", None, 404, 0.1, None),
+        ("other", "e", "g2", 200, 2.0, b""),
+    ])
+    lines = [json.loads(line) for line in (tmp_path / "svc.log").read_text().splitlines()]
+    assert [(line["endpoint"], line["generation"], line["status"]) for line in lines] == [
+        ("score", "g1", 200), ("score", "g1", 400), ("score", None, 404)]
+    assert lines[0]["timing"] == {"total": 1.235} and lines[0]["parameters"] == {"age": 3}
+    assert lines[1]["parameters"] == "not json" and "parameters" not in lines[2]
+    assert json.loads((tmp_path / "other.log").read_text())["parameters"] == {}
+
+
+def test_files_rotate_by_size(tmp_path):
+    for _ in range(4):  # each run writes one batch of about 1.4 kB, past the 1 kB limit
+        write(QueryLog(tmp_path, max_bytes=1000, backups=2), [("svc", "score", "g1", 200, 1.0, None)] * 10)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["svc.log", "svc.log.1", "svc.log.2"]
+    assert all(len(path.read_text().splitlines()) == 10 for path in tmp_path.iterdir())
