@@ -199,3 +199,26 @@ def test_queue_timeout_rejects_at_the_timeout(node, tmp_path):
         assert 0.25 < response.elapsed.total_seconds() < 1.5
         assert response.headers["Retry-After"]
         assert running.result().status_code == 200
+
+
+def queue_depth(node, endpoint):
+    """The endpoint's queue depth, as the node's Prometheus metrics show it."""
+    text = requests.get(f"{node.url}/metrics", timeout=10).text
+    prefix = "apinode_queue_depth{"
+    for line in text.splitlines():
+        if line.startswith(prefix) and f'endpoint="{endpoint}"' in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError(f"no queue depth for {endpoint} in:\n{text}")
+
+
+def test_queue_is_first_in_first_out(node, tmp_path):
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        running = hold_pipeline(pool, node, "fifo", tmp_path, delay=3)
+        queued = []
+        for tag in range(5):
+            queued.append(pool.submit(post, node, "fifo", {"tag": tag}))
+            eventually(lambda: queue_depth(node, "fifo") == tag + 1)
+        replies = [future.result().json()["response"] for future in queued]
+        assert running.result().status_code == 200
+    finished = sorted(replies, key=lambda reply: reply["at"])
+    assert [reply["tag"] for reply in finished] == [0, 1, 2, 3, 4]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -99,15 +98,9 @@ class ServiceRegistry:
         log.info("service %s deleted", service_id)
 
     # -- admin: generations -------------------------------------------------------------------
-    def generations(self, service_id: str) -> list[dict[str, Any]]:
-        """The service's generations, oldest import first."""
-        service = self.admin_get(service_id)
-        state = service.state
-        return [{"id": generation,
-                 "importedAt": datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "serving": state.enabled and generation in state.selected(),
-                 "loaded": generation in service.loaded}
-                for generation, at in sorted(state.imported.items(), key=lambda item: item[1])]
+    def generations(self, service_id: str) -> list[str]:
+        """The ids of the service's generations, oldest import first (details: `describe`)."""
+        return [generation["id"] for generation in self.admin_get(service_id).generation_details()]
 
     async def import_generation(self, service_id: str, source: Path | bytes) -> str:
         """Import a bundle (file or bytes) as a new generation; its id. Nothing changes if it is refused."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
 import hmac
 from collections.abc import Mapping
 from pathlib import Path
@@ -132,4 +133,13 @@ class Service:
         return {"id": self.id, "serviceId": self.id, "enabled": state.enabled,
                 "activeGeneration": state.active,
                 "mapping": None if state.mapping is None else state.mapping.to_json(),
-                "loadedGenerations": sorted(self.loaded), "generations": len(state.imported)}
+                "loadedGenerations": sorted(self.loaded), "generations": self.generation_details()}
+
+    def generation_details(self) -> list[dict[str, Any]]:
+        """Every generation on disk, oldest import first: when imported, serving, loaded."""
+        state = self.state
+        return [{"id": generation,
+                 "importedAt": datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "serving": state.enabled and generation in state.selected(),
+                 "loaded": generation in self.loaded}
+                for generation, at in sorted(state.imported.items(), key=lambda item: item[1])]
