@@ -99,6 +99,15 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not yet reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def eventually(check, timeout: float = 10, interval: float = 0.02):
     """Poll `check()` until it returns a truthy value (bounded); return that value."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,8 @@ import pytest
 
 from apinode.jupyter_ext.devclient import kernel_dev_server
 from apinode.jupyter_ext.devserver import DevServer, DevServerError, find_dev_server
-from support import children, cmdline, eventually, write_notebook
+from apinode.playback import post
+from support import alive, children, cmdline, eventually, write_notebook
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -31,14 +32,6 @@ def jp_server_config():
 @pytest.fixture
 def extension(jp_serverapp):
     return jp_serverapp.web_app.settings["apinode"]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def deploy(jp_fetch, path: str) -> dict:
@@ -115,8 +108,10 @@ async def test_a_dev_server_that_died_is_started_again(jp_fetch, jp_root_dir, ex
     write_notebook(jp_root_dir / "echo.ipynb", ECHO)
     await deploy(jp_fetch, "echo.ipynb")
     dead = extension.dev_server.running
+    pipelines = children(dead.pid)
     os.kill(dead.pid, 9)
     eventually(lambda: extension.dev_server.running is None)
+    eventually(lambda: not [pid for pid in pipelines if alive(pid)])  # no orphan: they exit on EOF
     deployed = await deploy(jp_fetch, "echo.ipynb")
     assert extension.dev_server.running.pid != dead.pid
     assert deployed["services"][0]["switched"] is True
@@ -146,15 +141,14 @@ def test_a_node_that_exits_at_start_is_reported_with_its_output(tmp_path):
     assert not list(tmp_path.glob("apinode-devserver-*"))
 
 
-def test_a_node_that_ignores_sigterm_is_killed_with_its_children(tmp_path):
+def test_a_node_that_ignores_sigterm_is_killed(tmp_path):
     announce = 'echo "apinode: serving 0 service(s) from d at http://127.0.0.1:9"'
-    python = fake_python(tmp_path, f"trap '' TERM; sleep 300 & echo $! > {tmp_path}/child; {announce}; wait")
+    python = fake_python(tmp_path, f"trap '' TERM; {announce}; exec sleep 300")  # SIGTERM stays ignored
     server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=0.5, python=python)
     info = server.ensure()
     assert info.url == "http://127.0.0.1:9" and info.admin_key == "the-key"
-    child = int(eventually(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip()))
     server.stop()
-    assert not alive(info.pid) and not alive(child)
+    assert not alive(info.pid)
     assert not (tmp_path / f"apinode-devserver-{os.getpid()}.json").exists()
 
 
@@ -166,3 +160,17 @@ def test_the_real_node_starts_and_stops_outside_jupyter(tmp_path):
     server.stop()
     server.stop()  # twice is fine
     assert not alive(info.pid) and find_dev_server(os.getpid(), tmp_path) is None
+
+
+def test_the_nodes_check_route_needs_the_admin_key_and_an_imported_generation(tmp_path):
+    server = DevServer(os.getpid(), tmp_path, start_timeout=60, stop_timeout=10)
+    info = server.ensure()
+    try:
+        services = f"{info.url}/admin/api/services"
+        assert post(f"{services}/", b'{"serviceId": "echo"}', info.admin_key)[0] == 200
+        check = f"{services}/echo/generations/g-nope/check"
+        assert post(check, b"", None)[0] == 401
+        status, body = post(check, b"", info.admin_key)
+        assert status == 404 and "no generation 'g-nope'" in json.loads(body)["message"]
+    finally:
+        server.stop()

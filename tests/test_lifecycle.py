@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from support import SERVICES, NodeProcess, eventually
+from support import SERVICES, NodeProcess, alive, eventually
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -27,15 +27,7 @@ def test_stop_signal_drains_in_flight_requests_and_leaves_no_process(tmp_path, s
         response = in_flight.result()
     assert response.status_code == 200, response.text
     assert node.stop() == 0
-    assert not [pid for pid in pipelines if _alive(pid)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not [pid for pid in pipelines if alive(pid)]
 
 
 def test_build_twice_gives_the_same_bytes(tmp_path):

@@ -95,8 +95,8 @@ class DevDeployment:
     def _repr_html_(self) -> str:
         colors = ["#1a7f37" if load.loaded else "#cf222e" for load in self.endpoints]
         rows = [(endpoint, error, loads) for endpoint, loads, error in self._cells()]  # verdict last
-        table = html_table(("endpoint", "error", "loads"), rows, caption=self.summary, row_colors=colors)
-        return table + "".join(
+        table = html_table(("endpoint", "error", "loads"), rows, row_colors=colors)
+        return f"<p>{html.escape(self.summary)}</p>" + table + "".join(
             f"<details><summary>traceback of {html.escape(load.endpoint)}</summary>"
             f"<pre>{html.escape(load.traceback)}</pre></details>"
             for load in self.endpoints if load.traceback)

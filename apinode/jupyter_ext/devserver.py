@@ -7,11 +7,14 @@ and that server's kernels (`%api_dev`, the panel):
 
 - The owner, `DevServer`, lives in the Jupyter server process. Its first `ensure()` makes a
   data directory and an admin key (`apinode admin-key-create`), starts `apinode serve` on a free
-  loopback port (output to a log file in the data directory, so no pipe can fill up), reads
+  loopback port (output to `node.log` beside the data directory, so no pipe can fill up), reads
   the URL from the line the node prints once it listens, and writes the runtime file
   `<jupyter runtime dir>/apinode-devserver-<jupyter server pid>.json` {url, adminKey, pid}.
   `stop()` removes the runtime file, sends SIGTERM (the node drains and stops its pipelines),
-  waits, then kills the node's whole process group, and removes the data directory.
+  waits, kills the node if it is still there (its pipelines exit when their channel to it
+  closes), and removes the data directory. The node runs in a session of its own, so a Ctrl-C
+  meant for Jupyter reaches it only through `stop`; a Jupyter server killed with SIGKILL
+  cannot stop it.
 - Kernels find the node through that file (`find_dev_server`; apinode.jupyter_ext.devclient
   asks the kernel's Jupyter server to start it when it is not running yet).
 
@@ -82,9 +85,7 @@ def find_dev_server(server_pid: int, runtime_dir: Path | None = None) -> DevServ
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's: a recycled pid, not our node
+    except (ProcessLookupError, PermissionError):  # gone, or a recycled pid someone else owns
         return False
     return True
 
@@ -126,13 +127,17 @@ class DevServer:
     def _start_locked(self) -> DevServerInfo:
         self._workdir = workdir = Path(tempfile.mkdtemp(prefix="apinode-devserver-"))
         data_dir, log_path = workdir / "data", workdir / "node.log"
-        key = self._admin_key(data_dir)
+        try:
+            key = self._admin_key(data_dir)
+        except DevServerError:
+            self._stop_locked()
+            raise
         with log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 [self.python, "-m", "apinode.cli", "serve", "--data-dir", str(data_dir),
                  "--host", "127.0.0.1", "--port", "0"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # its own group: a kill reaches its pipelines too
+                start_new_session=True)  # a Ctrl-C meant for Jupyter (which asks first) is not for it
         url = self._announced_url(self._process, log_path)
         self._info = DevServerInfo(url, key, self._process.pid)
         with secure_write(str(self.runtime_file)) as file:  # 0600: it holds the admin key
@@ -140,9 +145,12 @@ class DevServer:
         return self._info
 
     def _admin_key(self, data_dir: Path) -> str:
-        done = subprocess.run(
-            [self.python, "-m", "apinode.cli", "admin-key-create", "--data-dir", str(data_dir)],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.start_timeout)
+        try:
+            done = subprocess.run(
+                [self.python, "-m", "apinode.cli", "admin-key-create", "--data-dir", str(data_dir)],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.start_timeout)
+        except subprocess.TimeoutExpired:
+            raise DevServerError(f"making the dev server's admin key took over {self.start_timeout:g} s") from None
         lines = done.stdout.split()
         if done.returncode != 0 or not lines:
             raise DevServerError(f"the dev server's admin key could not be made (exit "
@@ -174,15 +182,8 @@ class DevServer:
                 process.send_signal(signal.SIGTERM)
             try:
                 process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:  # not reaped yet, so the group id is still its own
-                _kill_group(process.pid)  # the node and its pipelines
+            except subprocess.TimeoutExpired:
+                process.kill()  # its pipelines exit when their channel to it closes
                 process.wait()
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -50,7 +50,15 @@ def _line(text: str, color: str | None = None) -> str:
     return f"<span{style}>{html.escape(text)}</span>"
 
 
+def _tables(html_text: str) -> str:
+    """HTML tables spaced out: an HTML widget does not get the notebook's table styles."""
+    return ('<div class="apinode-panel"><style>.apinode-panel th, .apinode-panel td {padding: 2px 12px}'
+            '.apinode-panel caption {text-align: left; font-weight: bold}</style>' + html_text + "</div>")
+
+
 class ApiPanel(widgets.VBox):
+    """The panel. Its widgets are public attributes, so tests and scripts drive it as a user would."""
+
     def __init__(self, registry: EndpointRegistry,
                  dev_server: Callable[[], DevServerInfo] = kernel_dev_server, **kwargs: Any) -> None:
         """`dev_server` finds (or has started) the dev server, when a button needs it."""
@@ -63,9 +71,12 @@ class ApiPanel(widgets.VBox):
                                         layout=widgets.Layout(width="95%", height="10em"))
         self.queries_status = widgets.HTML()
         self.where = widgets.ToggleButtons(options=[("in the kernel", KERNEL), ("on the dev server", DEV_SERVER)],
-                                           description="Play")
-        self.play_button = widgets.Button(description="Play test queries", icon="play", button_style="primary")
-        self.deploy_button = widgets.Button(description="Deploy to dev server", icon="upload")
+                                           tooltips=["play through the kernel's own binding code",
+                                                     "play on the dev server (deploy first)"])
+        self.play_button = widgets.Button(description="Play test queries", icon="play", button_style="primary",
+                                          layout=widgets.Layout(width="auto"))
+        self.deploy_button = widgets.Button(description="Deploy to dev server", icon="upload",
+                                            layout=widgets.Layout(width="auto"))
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="12em"))
         self.status = widgets.HTML()
         self.loads = widgets.HTML()
@@ -74,7 +85,7 @@ class ApiPanel(widgets.VBox):
         super().__init__([
             widgets.HBox([self.endpoint, self.refresh_button]),
             self.queries, self.queries_status,
-            widgets.HBox([self.where, self.play_button, self.deploy_button]),
+            widgets.HBox([self.play_button, self.where, self.deploy_button]),
             widgets.HBox([self.progress, self.status]),
             self.loads, self.results, self.errors,
         ], **kwargs)
@@ -105,13 +116,14 @@ class ApiPanel(widgets.VBox):
         if not queries:
             raise RegistryError(f"{service}/{endpoint} has no test queries to play: add some above")
         self.progress.max, self.progress.value = len(queries), 0
-        self._say(f"playing {len(queries)} queries {'in the kernel' if self.where.value == KERNEL else 'on the dev server'}…")
-        if self.where.value == KERNEL:
+        in_kernel = self.where.value == KERNEL
+        self._say(f"playing {len(queries)} queries {'in the kernel' if in_kernel else 'on the dev server'}…")
+        if in_kernel:
             report = run_queries(self.registry, service, endpoint)
             self.progress.value = len(queries)
         else:
             report = play_on_dev(self._dev_server().url, service, endpoint, queries, self._advance)
-        self.results.value = report._repr_html_()
+        self.results.value = _tables(report._repr_html_())
         self._say(report.summary, _OK if report.passed else _WRONG)
 
     def deploy(self) -> None:
@@ -119,7 +131,7 @@ class ApiPanel(widgets.VBox):
         service, _ = self._selected()
         self._say(f"deploying {service} to the dev server…")
         deployment = deploy_registered(self.registry, service, self._dev_server)
-        self.loads.value = deployment._repr_html_()
+        self.loads.value = _tables(deployment._repr_html_())
         self._say(deployment.summary, _OK if deployment.switched else _WRONG)
 
     # -- reacting to the widgets --------------------------------------------------------------

@@ -42,7 +42,7 @@ async def check_generation(services: ServiceRegistry, service_id: str, generatio
     if generation not in service.state.imported:
         raise NotFound(f"service {service_id!r} has no generation {generation!r} "
                        f"(its generations: {', '.join(service.state.imported) or 'none'})")
-    loaded = await services._load(service, generation, strict=False)  # the registry's one way to load
+    loaded = await services.load(service, generation, strict=False)
     try:
         return {endpoint_id: _status(endpoint.pool.failure) for endpoint_id, endpoint in loaded.endpoints.items()}
     finally:

@@ -118,7 +118,7 @@ class ServiceRegistry:
         async with self._changing(service_id) as service:
             self._check_imported(service, generation)
             if generation not in service.loaded:
-                loaded = await self._load(service, generation, strict=True)
+                loaded = await self.load(service, generation, strict=True)
                 service.serve({**service.loaded, generation: loaded})
 
     # -- admin: what serves -------------------------------------------------------------------
@@ -184,7 +184,7 @@ class ServiceRegistry:
         try:
             for generation in wanted:
                 if generation not in service.loaded:
-                    fresh[generation] = await self._load(service, generation, strict)
+                    fresh[generation] = await self.load(service, generation, strict)
             await self._save(service, state)
         except BaseException:
             await asyncio.gather(*(loaded.close(0) for loaded in fresh.values()))
@@ -195,7 +195,7 @@ class ServiceRegistry:
         log.info("service %s: %s", service.id, f"serving {', '.join(wanted)}" if wanted else "serving nothing")
         await asyncio.gather(*(loaded.close(DRAIN_TIMEOUT) for loaded in retired))
 
-    async def _load(self, service: Service, generation: str, strict: bool) -> LoadedGeneration:
+    async def load(self, service: Service, generation: str, strict: bool) -> LoadedGeneration:
         """Load a generation and start its floor pipelines.
 
         Strict: any endpoint that does not load refuses the whole generation (EndpointLoadFailed).
