@@ -1,12 +1,17 @@
 """The node's failures, each with the HTTP status and errorType a caller sees.
 
-Handlers raise these; one `write_error` turns them into the JSON body DESIGN.md fixes. The pool
-raises them too, but knows nothing of HTTP beyond this number.
+Handlers raise these; `body()` is the JSON DESIGN.md fixes, written by the handlers'
+`write_error` and by the run route alike. The pool raises them too, but knows nothing of HTTP
+beyond this number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import orjson
+
+from ..runtime.errors import error_body
 
 
 def listing(names: Iterable[str]) -> str:
@@ -23,6 +28,9 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.detailed_message = detailed_message or message
+
+    def body(self) -> bytes:
+        return orjson.dumps(error_body(self.error_type, self.message, self.detailed_message))
 
 
 class BadRequest(ApiError):

@@ -7,20 +7,16 @@ every error body, so a client never sees HTML or a traceback.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import orjson
+import tornado.httputil
 import tornado.web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..runtime.errors import error_body
-from .errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound
-from .endpoint import Endpoint
+from .errors import ApiError, BodyTooLarge, NotFound
 from .metrics import PrometheusMetrics
-from .querylog import QueryLog
-from .registry import ServiceRegistry
-from .services import LoadedGeneration, Service
 
 log = logging.getLogger("apinode.http")
 
@@ -38,13 +34,13 @@ class JsonHandler(tornado.web.RequestHandler):
         if isinstance(exc, ApiError):
             for name, value in exc.headers.items():
                 self.set_header(name, value)
-            body = error_body(exc.error_type, exc.message, exc.detailed_message)
+            body = exc.body()
         elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
-            body = error_body(self._reason.replace(" ", ""), exc.log_message or self._reason)
+            body = orjson.dumps(error_body(self._reason.replace(" ", ""), exc.log_message or self._reason))
         else:
-            body = error_body("InternalError", "the node failed to handle the request; see its log")
+            body = INTERNAL_ERROR.body()
         self.set_header("Content-Type", "application/json")
-        self.finish(orjson.dumps(body))
+        self.finish(body)
 
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
         if isinstance(value, ApiError):
@@ -54,16 +50,24 @@ class JsonHandler(tornado.web.RequestHandler):
             super().log_exception(typ, value, tb)
 
     def limit_body(self, max_bytes: int, how_to_raise: str) -> None:
-        """Accept a streamed body up to `max_bytes`; refuse a larger declared one at once (413)."""
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise BodyTooLarge(
-                f"the request body is {declared} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})")
-        self.request.connection.set_max_body_size(max_bytes)
+        limit_body(self.request, max_bytes, how_to_raise)
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         super().send_error(exc.status if isinstance(exc, ApiError) else status_code, **kwargs)
+
+
+INTERNAL_ERROR = ApiError("the node failed to handle the request; see its log")
+
+
+def limit_body(request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_to_raise: str) -> None:
+    """Accept a streamed body up to `max_bytes`; refuse a larger declared one at once (413)."""
+    declared = request.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(
+            f"the request body is {declared} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})")
+    assert request.connection is not None
+    request.connection.set_max_body_size(max_bytes)
 
 
 class NotFoundHandler(JsonHandler):
@@ -74,55 +78,6 @@ class NotFoundHandler(JsonHandler):
 class IsAliveHandler(JsonHandler):
     def get(self) -> None:
         self.write_json({"alive": True})
-
-
-@tornado.web.stream_request_body
-class RunHandler(JsonHandler):
-    """POST /public/api/v1/<service>/<endpoint>/run: the body goes to a pipeline unparsed.
-
-    Once answered, the request counts in its endpoint's metrics and in its service's query log.
-    """
-
-    def initialize(self, services: ServiceRegistry, query_log: QueryLog, max_body_bytes: int) -> None:
-        self.services = services
-        self.query_log = query_log
-        self.max_body_bytes = max_body_bytes
-        self.chunks: list[bytes] = []
-        self.service: Service | None = None
-        self.generation: LoadedGeneration | None = None
-        self.endpoint: Endpoint | None = None
-
-    def prepare(self) -> None:
-        self.received = time.perf_counter()
-        if self.request.method != "POST":
-            raise MethodNotAllowed(f"{self.request.method} is not allowed here: call an endpoint with POST")
-        self.limit_body(self.max_body_bytes, "apinode serve --max-body-mb")
-
-    def data_received(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-
-    async def post(self, service_id: str, endpoint_id: str) -> None:
-        self.service = service = self.services.get(service_id)
-        self.body = body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.generation = generation = service.pick(body)
-        generation.authorize(self.request.headers.get("Authorization"))
-        self.endpoint = endpoint = generation.endpoint(endpoint_id)
-        status, answer = await endpoint.run(body, self.received)
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(answer)
-
-    def on_finish(self) -> None:
-        service, generation, endpoint = self.service, self.generation, self.endpoint
-        if service is None:
-            return
-        seconds = time.perf_counter() - self.received
-        status = self.get_status()
-        logs_body = endpoint is not None and generation is not None and generation.definition.log_query_parameters
-        if endpoint is not None:
-            endpoint.stats.record(status, seconds)
-        self.query_log.record(service.id, self.path_args[1], generation.id if generation else None, status,
-                              seconds * 1000, self.body if logs_body else None)
 
 
 class PrometheusHandler(JsonHandler):

@@ -64,7 +64,8 @@ class AdminKeys:
                created_by: str | None = None, expiry: str | None = None) -> dict[str, Any]:
         """Make a key; its public fields and, this once, the secret itself under "key"."""
         expires = _parse_expiry(expiry)
-        key = secrets.token_urlsafe(32)
+        # A readable prefix, and never a leading "-" that a command line would take for an option.
+        key = "apinode-" + secrets.token_urlsafe(32)
         record = {
             "id": secrets.token_hex(6), "label": label, "description": description,
             "createdBy": created_by, "createdOn": _now().isoformat(timespec="seconds"),

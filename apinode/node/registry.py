@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from ..packaging.codeenvs import CodeEnvCache, CodeEnvError
 from ..packaging.definitions import DefinitionError, ServiceDef, load_service_file

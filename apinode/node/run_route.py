@@ -1,0 +1,126 @@
+"""The run URL, `POST /public/api/v1/<service>/<endpoint>/run`: the node's hot path.
+
+The node's throughput is its event loop's CPU, and a tornado RequestHandler costs about a third
+of a bare Tornado app's CPU per request (building the handler and its default headers, the
+_execute coroutine, flush and finish bookkeeping). So this one URL talks to the HTTP connection
+directly, as an `HTTPMessageDelegate`: it collects the body as it streams in, hands it to the
+endpoint unparsed, and writes back a status, a few headers and the endpoint's bytes. Every other
+URL goes on to the tornado Application behind the same router, with its handlers.
+
+Errors have the shape of every other error (`ApiError.body`), and a request that is answered
+counts in its endpoint's metrics and its service's query log.
+
+Concurrency: one `RunCall` per request, on the event loop; tornado calls `headers_received`,
+`data_received` and `finish` in order, and `finish` starts the call as a task. A client that
+goes away does not cancel its request: the pipeline finishes it and the answer is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from urllib.parse import unquote
+
+import tornado.httputil
+import tornado.iostream
+import tornado.routing
+import tornado.web
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine, ResponseStartLine
+
+from .errors import ApiError, MethodNotAllowed
+from .handlers import INTERNAL_ERROR, limit_body
+from .querylog import QueryLog
+from .registry import ServiceRegistry
+
+RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
+log = logging.getLogger("apinode.http")
+access_log = logging.getLogger("tornado.access")
+
+
+class NodeRouter(tornado.routing.Router):
+    """Run URLs to a `RunCall`; everything else to the application."""
+
+    def __init__(self, app: tornado.web.Application, services: ServiceRegistry, query_log: QueryLog,
+                 max_body_bytes: int) -> None:
+        self.app = app
+        self.services = services
+        self.query_log = query_log
+        self.max_body_bytes = max_body_bytes
+
+    def find_handler(self, request: HTTPServerRequest, **kwargs: object) -> tornado.httputil.HTTPMessageDelegate:
+        match = RUN_PATH.fullmatch(request.path)
+        if match is None:
+            return self.app.find_handler(request, **kwargs)
+        return RunCall(self, request, unquote(match.group(1)), unquote(match.group(2)))
+
+
+class RunCall(tornado.httputil.HTTPMessageDelegate):
+    def __init__(self, router: NodeRouter, request: HTTPServerRequest, service_id: str, endpoint_id: str) -> None:
+        self.router = router
+        self.request = request
+        self.service_id = service_id
+        self.endpoint_id = endpoint_id
+        self.chunks: list[bytes] = []
+        self.received = time.perf_counter()
+
+    def headers_received(self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders) -> None:
+        try:
+            if self.request.method != "POST":
+                raise MethodNotAllowed(f"{self.request.method} is not allowed here: call an endpoint with POST")
+            limit_body(self.request, self.router.max_body_bytes, "apinode serve --max-body-mb")
+        except ApiError as refused:  # answered before the body is read
+            self._answer(refused.status, refused.body(), refused.headers)
+
+    def data_received(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    def finish(self) -> None:
+        asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        service = generation = endpoint = None
+        try:
+            service = self.router.services.get(self.service_id)
+            generation = service.pick(body)
+            generation.authorize(self.request.headers.get("Authorization"))
+            endpoint = generation.endpoint(self.endpoint_id)
+            status, answer = await endpoint.run(body, self.received)
+            self._answer(status, answer)
+        except ApiError as refused:
+            if refused.status >= 500:
+                log.warning("%s: %s", self.request.path, refused.message)
+            status = refused.status
+            self._answer(status, refused.body(), refused.headers)
+        except Exception:
+            log.exception("%s failed", self.request.path)
+            status = INTERNAL_ERROR.status
+            self._answer(status, INTERNAL_ERROR.body())
+        if service is None:
+            return
+        seconds = time.perf_counter() - self.received
+        if endpoint is not None:
+            endpoint.stats.record(status, seconds)
+        logs_parameters = endpoint is not None and generation is not None and generation.definition.log_query_parameters
+        self.router.query_log.record(service.id, self.endpoint_id, generation.id if generation else None, status,
+                                     seconds * 1000, body if logs_parameters else None)
+
+    def _answer(self, status: int, body: bytes, extra_headers: dict[str, str] | None = None) -> None:
+        headers = HTTPHeaders({"Content-Type": "application/json", "Content-Length": str(len(body)),
+                               "Date": tornado.httputil.format_timestamp(time.time()), "Server": "apinode"})
+        if extra_headers:
+            headers.update(extra_headers)
+        connection = self.request.connection
+        assert connection is not None
+        try:
+            connection.write_headers(ResponseStartLine("HTTP/1.1", status, tornado.httputil.responses.get(status, "")),
+                                     headers, body)
+            connection.finish()
+        except tornado.iostream.StreamClosedError:
+            return  # the client went away
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if access_log.isEnabledFor(level):
+            access_log.log(level, "%d %s %s (%s) %.2fms", status, self.request.method, self.request.uri,
+                           self.request.remote_ip, 1000 * (time.perf_counter() - self.received))
