@@ -150,8 +150,11 @@ def _run(args: argparse.Namespace) -> int:
                            store.generation_dir(definition.id, str(definition.generation)))
 
         def announce(port: int, services: ServiceRegistry) -> None:
-            endpoints = next(iter(services.services[definition.id].loaded.values())).endpoints
-            base = f"http://{args.host}:{port}"
+            service = services.services[definition.id]
+            if not service.loaded:  # the generation did not load at all (its code env, say)
+                raise CommandError(f"service {definition.id!r} did not load: {service.problem}")
+            endpoints = next(iter(service.loaded.values())).endpoints
+            base = f"http://{_reachable(args.host)}:{port}"
             print(f"apinode: serving service {definition.id!r} (generation {definition.generation}) at {base}")
             for endpoint_id, endpoint in endpoints.items():
                 failure = endpoint.pool.failure
@@ -170,7 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
     store = DataDir(args.data_dir)
 
     def announce(port: int, services: ServiceRegistry) -> None:
-        print(f"apinode: serving {len(services.services)} service(s) from {store.root} at http://{args.host}:{port}")
+        print(f"apinode: serving {len(services.services)} service(s) from {store.root} at http://{_reachable(args.host)}:{port}")
         for service in services.services.values():
             state = service.state
             serving = ", ".join(state.selected()) or "no generation"
@@ -242,6 +245,12 @@ def _envs(args: argparse.Namespace) -> int:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
+
+
+def _reachable(host: str) -> str:
+    """The host to print in a URL: a wildcard address is reached on loopback; IPv6 in brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
 
 
 def ready_curl(definition: ServiceDef, base_url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import signal
 import subprocess
 import sys
@@ -60,3 +61,20 @@ def test_a_zip_slip_bundle_is_refused_with_nothing_written(tmp_path):
     assert ".." in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path.parent.parent / "escaped.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.zip"]
+
+
+def test_an_initialization_that_hangs_fails_to_load_at_the_timeout(tmp_path):
+    (tmp_path / "service.json").write_text(json.dumps({"id": "slow", "endpoints": [
+        {"id": "hangs", "code": "hangs.py", "function": "f"},
+        {"id": "fine", "code": "fine.py", "function": "f"}]}))
+    (tmp_path / "hangs.py").write_text("import time\ntime.sleep(3600)\n\ndef f():\n    return 1\n")
+    (tmp_path / "fine.py").write_text("def f():\n    return 2\n")
+    node = NodeProcess("run", str(tmp_path), env={"APINODE_LOAD_TIMEOUT": "1"})
+    try:
+        assert "did not finish loading within 1 s" in node.output
+        hung = requests.post(f"{node.url}/public/api/v1/slow/hangs/run", json={}, timeout=10)
+        assert hung.status_code == 500 and hung.json()["errorType"] == "EndpointLoadFailed"
+        assert requests.post(f"{node.url}/public/api/v1/slow/fine/run", json={}, timeout=10).json()["response"] == 2
+        assert node.pipelines("slow/hangs") == []
+    finally:
+        assert node.stop() == 0

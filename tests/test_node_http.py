@@ -141,6 +141,33 @@ def test_crash_fails_its_request_and_the_pipeline_is_replaced(node):
     assert post(node, "add", {"a": 1}).status_code == 200
 
 
+def test_a_huge_line_of_output_never_blocks_the_pipeline(node):
+    for _ in range(3):  # several MiB through the pipe: it is drained whatever the line length
+        assert post(node, "shout", {"size": 2 << 20}).json()["response"] == 2 << 20
+
+
+def test_a_body_nested_too_deeply_is_a_400_and_the_pipeline_lives(node):
+    pipelines = node.pipelines("testsvc/echo")
+    deep = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert_error(requests.post(run_url(node, "echo"), data=deep, timeout=30), 400, "BadRequest", "nested too deeply")
+    assert node.pipelines("testsvc/echo") == pipelines
+
+
+def test_a_result_json_cannot_hold_is_a_500_not_a_dead_pipeline(node):
+    assert_error(post(node, "tuplekeys", {}), 500, "ResultNotSerializable", "keys must be str")
+    assert post(node, "tuplekeys", {}).status_code == 500  # same pipeline, still answering
+
+
+def test_a_base_url_ending_in_a_slash_works_with_the_public_client(node):
+    client = dataikuapi.APINodeClient(node.url + "/", "testsvc")
+    assert client.run_function("add", a=1, b=1)["response"] == 2
+
+
+def test_head_is_405_with_headers_only(node):
+    response = requests.head(run_url(node, "add"), timeout=10)
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+
+
 def test_prints_go_to_the_log_not_the_channel(node):
     assert post(node, "printer", {"text": "ping"}).json()["response"] == "ping"
     node.wait_for_output("printed to stdout: ping")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +27,14 @@ from .errors import EndpointLoadFailed, PipelineDied
 
 RUNTIME_DIR = Path(framing.__file__).resolve().parent
 log = logging.getLogger("apinode.pipeline")
+RELAY_CHUNK = 1 << 16
+LOAD_TIMEOUT_VARIABLE = "APINODE_LOAD_TIMEOUT"
+
+
+def load_timeout() -> float:
+    """Seconds an endpoint's initialization may take before it counts as failed to load
+    (`$APINODE_LOAD_TIMEOUT`, default 300): a hung one must not hold a switch forever."""
+    return float(os.environ.get(LOAD_TIMEOUT_VARIABLE, "300"))
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,14 @@ class Pipeline:
         load = {"name": spec.name, "code": str(spec.code), "function": spec.function,
                 "folders": [str(folder) for folder in spec.folders]}
         try:
-            reply = await self._exchange(framing.pack(framing.LOAD, orjson.dumps(load)))
+            reply = await asyncio.wait_for(self._exchange(framing.pack(framing.LOAD, orjson.dumps(load))),
+                                           load_timeout())
+        except asyncio.TimeoutError:
+            await self.stop(grace=0)
+            raise EndpointLoadFailed(
+                f"{spec.name}: its code did not finish loading within {load_timeout():g} s "
+                f"(a hung initialization? raise the limit with {LOAD_TIMEOUT_VARIABLE})",
+                "".join(self._recent_output)) from None
         except PipelineDied:
             code = await self.process.wait()
             await self._relay
@@ -178,13 +194,26 @@ class Pipeline:
             self._on_exit(self)
 
     async def _relay_output(self) -> None:
+        """Log what user code prints, line by line, however long a line (or a progress bar
+        redrawn with \\r) gets: the pipe must always be drained, or the worker blocks."""
         stream = self.process.stdout
         assert stream is not None
         prefix = f"[{self.spec.name} pid {self.pid}] "
-        while line := await stream.readline():
-            text = line.decode("utf-8", "replace")
-            self._recent_output.append(text)
-            log.info("%s%s", prefix, text.rstrip("\n"))
+        pending = b""
+        while chunk := await stream.read(RELAY_CHUNK):
+            *lines, pending = (pending + chunk).split(b"\n")
+            if len(pending) >= RELAY_CHUNK:  # no newline in sight: log what there is
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                self._log_output(prefix, line)
+        if pending:
+            self._log_output(prefix, pending)
+
+    def _log_output(self, prefix: str, line: bytes) -> None:
+        text = line.decode("utf-8", "replace")
+        self._recent_output.append(text + "\n")
+        log.info("%s%s", prefix, text)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Close the channel (the worker exits at its next read), then terminate, then kill."""

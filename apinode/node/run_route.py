@@ -35,6 +35,7 @@ from .querylog import QueryLog
 from .registry import ServiceRegistry
 
 RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
+SLASHES = re.compile(r"//+")
 log = logging.getLogger("apinode.http")
 access_log = logging.getLogger("tornado.access")
 
@@ -50,6 +51,8 @@ class NodeRouter(tornado.routing.Router):
         self.max_body_bytes = max_body_bytes
 
     def find_handler(self, request: HTTPServerRequest, **kwargs: object) -> tornado.httputil.HTTPMessageDelegate:
+        if "//" in request.path:  # a client given a base URL ending in "/" asks for "//public/..."
+            request.path = SLASHES.sub("/", request.path)
         match = RUN_PATH.fullmatch(request.path)
         if match is None:
             return self.app.find_handler(request, **kwargs)
@@ -114,6 +117,8 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
             headers.update(extra_headers)
         connection = self.request.connection
         assert connection is not None
+        if self.request.method == "HEAD":
+            body = b""  # the headers say what a GET would get; HTTP forbids the body itself
         try:
             connection.write_headers(ResponseStartLine("HTTP/1.1", status, tornado.httputil.responses.get(status, "")),
                                      headers, body)

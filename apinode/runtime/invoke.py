@@ -71,6 +71,8 @@ class Invoker:
             params = parse_request(body)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             return Outcome(400, error_json("BadRequest", f"the request body is not a JSON object: {exc}"), 0.0)
+        except RecursionError:
+            return Outcome(400, error_json("BadRequest", "the request body is nested too deeply to parse"), 0.0)
         try:
             args, kwargs = self.binder.bind(params)
         except BindingError as exc:
@@ -90,4 +92,8 @@ class Invoker:
         except ValueError as exc:  # NaN/Infinity, or a circular reference
             detail = "NaN or Infinity, which JSON cannot represent" if "Out of range" in str(exc) else str(exc).lower()
             message = f"the function's result cannot be encoded as JSON: {detail}"
+        except RecursionError:
+            message = "the function's result cannot be encoded as JSON: it is nested too deeply"
+        except TypeError as exc:  # e.g. dict keys that are not strings
+            message = f"the function's result cannot be encoded as JSON: {exc}"
         return Outcome(500, error_json("ResultNotSerializable", message), elapsed)

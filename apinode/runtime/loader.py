@@ -7,6 +7,7 @@ level (a model, a lookup table) is there for every call the pipeline serves.
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from typing import Any, Callable, Sequence
@@ -23,7 +24,10 @@ class LoadError(Exception):
 def load_function(
     source: str, filename: str, function: str, folders: Sequence[str], module_name: str
 ) -> Callable[..., Any]:
-    """Run `source` as module `module_name` and return its `function`, or raise LoadError."""
+    """Run `source` as module `module_name` and return its `function`, or raise LoadError.
+
+    Messages name the file, not its path: they reach callers, who need not learn the node's
+    directories (the traceback, for the author, has the full path)."""
     module = types.ModuleType(module_name)
     module.__file__ = filename
     module.folders = list(folders)  # type: ignore[attr-defined]
@@ -35,7 +39,7 @@ def load_function(
         import traceback
 
         raise LoadError(
-            f"loading {filename} failed: {type(exc).__name__}: {exc}", traceback.format_exc()
+            f"loading {os.path.basename(filename)} failed: {type(exc).__name__}: {exc}", traceback.format_exc()
         ) from exc
     found = module.__dict__.get(function)
     if found is None:
@@ -44,9 +48,9 @@ def load_function(
             if callable(value) and getattr(value, "__module__", None) == module_name
         )
         hint = f"; it defines {', '.join(defined)}" if defined else "; it defines no function"
-        raise LoadError(f"{filename} has no function named {function!r}{hint}")
+        raise LoadError(f"{os.path.basename(filename)} has no function named {function!r}{hint}")
     if not callable(found):
-        raise LoadError(f"{function!r} in {filename} is a {type(found).__name__}, not a function")
+        raise LoadError(f"{function!r} in {os.path.basename(filename)} is a {type(found).__name__}, not a function")
     return found
 
 

@@ -29,6 +29,16 @@ def printer(text="hello"):
     return text
 
 
+def shout(size=1 << 20):
+    sys.stdout.write("x" * size)  # one huge line, no newline: the node must keep draining it
+    sys.stdout.flush()
+    return size
+
+
+def tuplekeys():
+    return {(1, 2): 3}
+
+
 def crash(exit_code=None):
     if exit_code is not None:
         os._exit(exit_code)
