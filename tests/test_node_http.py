@@ -115,6 +115,17 @@ def test_413_body_over_the_limit(node):
     assert post(node, "add", {"a": 1}).status_code == 200
 
 
+def test_413_chunked_body_over_the_limit(node):
+    def chunks():
+        yield b'{"x": "'
+        for _ in range(24):  # 1.5 MiB: over the 1 MiB limit, read whole by the connection
+            yield b"a" * 65536
+        yield b'"}'
+
+    assert_error(requests.post(run_url(node, "echo"), data=chunks(), timeout=30), 413, "BodyTooLarge", "limit")
+    assert post(node, "add", {"a": 1}).status_code == 200
+
+
 def test_500_function_raised_without_traceback(node):
     body = assert_error(post(node, "raises", {"message": "no such customer"}), 500, "FunctionError",
                         "ValueError: no such customer")

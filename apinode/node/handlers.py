@@ -60,14 +60,22 @@ class JsonHandler(tornado.web.RequestHandler):
 INTERNAL_ERROR = ApiError("the node failed to handle the request; see its log")
 
 
-def limit_body(request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_to_raise: str) -> None:
-    """Accept a streamed body up to `max_bytes`; refuse a larger declared one at once (413)."""
+def limit_body(request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_to_raise: str,
+               connection_limit: int | None = None) -> None:
+    """Accept a streamed body up to `max_bytes`; refuse a larger declared one at once (413).
+
+    The connection reads at most `connection_limit` (default `max_bytes`); a handler counting a
+    chunked body itself gives more, so that it sees the overflow and answers 413 first."""
     declared = request.headers.get("Content-Length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(
-            f"the request body is {declared} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})")
+        raise body_too_large(declared, max_bytes, how_to_raise)
     assert request.connection is not None
-    request.connection.set_max_body_size(max_bytes)
+    request.connection.set_max_body_size(connection_limit or max_bytes)
+
+
+def body_too_large(size: int | str, max_bytes: int, how_to_raise: str) -> BodyTooLarge:
+    return BodyTooLarge(
+        f"the request body is {size} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})")
 
 
 class NotFoundHandler(JsonHandler):

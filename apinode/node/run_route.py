@@ -30,12 +30,13 @@ import tornado.web
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine, ResponseStartLine
 
 from .errors import ApiError, MethodNotAllowed
-from .handlers import INTERNAL_ERROR, limit_body
+from .handlers import INTERNAL_ERROR, body_too_large, limit_body
 from .querylog import QueryLog
 from .registry import ServiceRegistry
 
 RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
 SLASHES = re.compile(r"//+")
+BODY_LIMIT_OPTION = "--max-body-mb"
 log = logging.getLogger("apinode.http")
 access_log = logging.getLogger("tornado.access")
 
@@ -65,24 +66,36 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
         self.request = request
         self.service_id = service_id
         self.endpoint_id = endpoint_id
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes] | None = []  # None once refused for its size
+        self.size = 0
         self.received = time.perf_counter()
 
     def headers_received(self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders) -> None:
         try:
             if self.request.method != "POST":
                 raise MethodNotAllowed(f"{self.request.method} is not allowed here: call an endpoint with POST")
-            limit_body(self.request, self.router.max_body_bytes, "apinode serve --max-body-mb")
+            limit_body(self.request, self.router.max_body_bytes, BODY_LIMIT_OPTION,
+                       connection_limit=2 * self.router.max_body_bytes)
         except ApiError as refused:  # answered before the body is read
             self._answer(refused.status, refused.body(), refused.headers)
 
     def data_received(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
+        """Collect the body; a chunked one (its size not declared) is counted as it comes."""
+        self.size += len(chunk)
+        if self.size <= self.router.max_body_bytes:
+            self.chunks.append(chunk)
+        elif self.chunks is not None:
+            self.chunks = None  # the rest is read and dropped by the connection
+            refused = body_too_large(f"over {self.router.max_body_bytes}", self.router.max_body_bytes,
+                                     BODY_LIMIT_OPTION)
+            self._answer(refused.status, refused.body(), refused.headers)
 
     def finish(self) -> None:
-        asyncio.ensure_future(self._run())
+        if self.chunks is not None:  # else already answered 413
+            asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        assert self.chunks is not None
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         service = generation = endpoint = None
         try:
