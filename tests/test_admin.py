@@ -17,6 +17,8 @@ import pytest
 import requests
 from dataikuapi.utils import DataikuException
 
+from apinode.packaging.bundles import write_bundle
+from apinode.packaging.staging import stage_directory
 from support import NodeProcess, SERVICES, apinode, eventually, make_admin_key, make_bundle
 
 
@@ -402,3 +404,23 @@ def test_apinode_admin_command(node, key, bundles):
     assert "NotFound (HTTP 404): no service 'cli'" in failed.stderr
     refused = apinode("admin", "--url", node.url, "--key", "wrong", "services-list", check=False)
     assert refused.returncode == 1 and "Unauthorized (HTTP 401)" in refused.stderr
+
+
+def test_an_endpoint_whose_code_env_fails_fails_alone(node, admin, key, bundles):
+    source = bundles / "envs"
+    source.mkdir()
+    (source / "f.py").write_text("def f():\n    return 1\n")
+    (source / "service.json").write_text(json.dumps({"id": "envs", "endpoints": [
+        {"id": "fine", "code": "f.py", "function": "f"},
+        {"id": "broken", "code": "f.py", "function": "f",
+         "codeEnv": {"requirements": ["apinode-no-such-package-xyz==1.0"]}}]}))
+    bundle = bundles / "envs.zip"
+    write_bundle(stage_directory(source), bundle, "g1")
+    admin.create_service("envs")
+    admin.service("envs").import_generation_from_archive(str(bundle))
+    with pytest.raises(DataikuException, match="apinode-no-such-package-xyz"):
+        admin.service("envs").switch_to_newest()  # a switch needs every endpoint to load
+    check = requests.post(f"{node.url}/admin/api/services/envs/generations/g1/check", auth=(key, ""), timeout=120)
+    endpoints = check.json()["endpoints"]
+    assert endpoints["fine"]["loaded"] is True
+    assert endpoints["broken"]["loaded"] is False and "apinode-no-such-package-xyz" in endpoints["broken"]["error"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .admin_handlers import AdminHandler
-from .errors import EndpointLoadFailed, NotFound
+from .errors import EndpointLoadFailed
 from .keys import AdminKeys
 from .registry import ServiceRegistry
 
@@ -39,9 +39,7 @@ def check_route(services: ServiceRegistry, keys: AdminKeys) -> tuple[str, type, 
 async def check_generation(services: ServiceRegistry, service_id: str, generation: str) -> dict[str, Any]:
     """{endpoint id: {"loaded", "error", "traceback"}} for an imported generation of the service."""
     service = services.admin_get(service_id)
-    if generation not in service.state.imported:
-        raise NotFound(f"service {service_id!r} has no generation {generation!r} "
-                       f"(its generations: {', '.join(service.state.imported) or 'none'})")
+    services.check_imported(service, generation)
     loaded = await services.load(service, generation, strict=False)
     try:
         return {endpoint_id: _status(endpoint.pool.failure) for endpoint_id, endpoint in loaded.endpoints.items()}

@@ -25,11 +25,10 @@ from .keys import AdminKeys
 from .metrics import PrometheusMetrics
 from .querylog import QueryLog
 from .registry import ServiceRegistry
-from .run_route import NodeRouter
+from .run_route import NodeRouter, log_access
 from .store import DataDir
 
 log = logging.getLogger("apinode.node")
-access_log = logging.getLogger("tornado.access")
 
 DEFAULT_MAX_BODY_MB = 16
 
@@ -51,12 +50,8 @@ def make_router(services: ServiceRegistry, keys: AdminKeys, query_log: QueryLog,
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access log line, built only when it will be written (not on every call)."""
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if access_log.isEnabledFor(level):
-        access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
-                       1000.0 * handler.request.request_time())
+    request = handler.request
+    log_access(handler.get_status(), request.method, request.uri, request.remote_ip, 1000.0 * request.request_time())
 
 
 async def serve(store: DataDir, code_envs: CodeEnvCache, host: str, port: int, *, max_body_bytes: int,

@@ -24,14 +24,16 @@ from pathlib import Path
 from ..packaging.codeenvs import CodeEnvCache
 from ..packaging.definitions import DefinitionError, EndpointDef, load_service_file
 from ..packaging.installers import Progress
+from .errors import EndpointLoadFailed
 
 log = logging.getLogger("apinode.codeenvs")
 
 Interpreter = tuple[str, dict[str, str] | None]
 """What an endpoint's pipelines run with: (interpreter, environment variables or None for the
 node's own)."""
-Interpreters = Mapping[str, Interpreter]
-"""Interpreters by endpoint id; endpoints not in it run the node's own."""
+Interpreters = Mapping[str, "Interpreter | EndpointLoadFailed"]
+"""Interpreters by endpoint id, or why an endpoint's code env could not be built; endpoints not
+in it run the node's own."""
 BUILTIN: Interpreter = (sys.executable, None)
 
 

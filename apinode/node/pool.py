@@ -72,6 +72,8 @@ class Pool:
 
     async def start(self) -> None:
         """Start the floor; raises EndpointLoadFailed (and stays failed) if the code does not load."""
+        if self.failure is not None:
+            raise self.failure
         await asyncio.gather(*(self._spawn() for _ in range(self.settings.floor)))
         if self.failure is not None:
             raise self.failure
@@ -210,12 +212,12 @@ class Pool:
             worker = await self._factory()
         except EndpointLoadFailed as exc:
             self._starting -= 1
-            self._fail(exc)
+            self.fail(exc)
             return
         except Exception as exc:  # a bug starting processes must not hang the waiters
             self._starting -= 1
             log.exception("%s: starting a pipeline failed", self.name)
-            self._fail(EndpointLoadFailed(f"{self.name}: starting a pipeline failed: {exc}"))
+            self.fail(EndpointLoadFailed(f"{self.name}: starting a pipeline failed: {exc}"))
             return
         self._starting -= 1
         if self.failure is not None:
@@ -224,7 +226,8 @@ class Pool:
         worker.set_exit_callback(self._forget)
         self._offer(worker)
 
-    def _fail(self, failure: EndpointLoadFailed) -> None:
+    def fail(self, failure: EndpointLoadFailed) -> None:
+        """Mark the endpoint failed to load: its requests fail with this, nothing is respawned."""
         if self.failure is None:
             log.error("%s failed to load: %s\n%s", self.name, failure.message, failure.traceback)
             self.failure = failure

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..packaging.codeenvs import CodeEnvCache, CodeEnvError
 from ..packaging.definitions import DefinitionError, ServiceDef, load_service_file
-from .codeenv_binding import Interpreters, codeenv_python
+from .codeenv_binding import Interpreter, Interpreters, codeenv_python
 from .errors import ApiError, BadRequest, EndpointLoadFailed, NotFound, listing
 from .routing import GenerationMapping
 from .services import LoadedGeneration, Service
@@ -115,7 +115,7 @@ class ServiceRegistry:
     async def preload(self, service_id: str, generation: str) -> None:
         """Load a generation and start its floor pipelines, without routing traffic to it."""
         async with self._changing(service_id) as service:
-            self._check_imported(service, generation)
+            self.check_imported(service, generation)
             if generation not in service.loaded:
                 loaded = await self.load(service, generation, strict=True)
                 service.serve({**service.loaded, generation: loaded})
@@ -123,7 +123,7 @@ class ServiceRegistry:
     # -- admin: what serves -------------------------------------------------------------------
     async def switch_to(self, service_id: str, generation: str) -> None:
         async with self._changing(service_id) as service:
-            self._check_imported(service, generation)
+            self.check_imported(service, generation)
             await self._apply(service, replace(service.state, enabled=True, active=generation, mapping=None))
 
     async def switch_to_newest(self, service_id: str) -> str:
@@ -166,7 +166,7 @@ class ServiceRegistry:
             yield service
 
     @staticmethod
-    def _check_imported(service: Service, generation: str) -> None:
+    def check_imported(service: Service, generation: str) -> None:
         if generation not in service.state.imported:
             raise NotFound(f"service {service.id!r} has no generation {generation!r} "
                            f"(its generations: {listing(service.state.imported)})")
@@ -203,10 +203,7 @@ class ServiceRegistry:
         directory = self.store.generation_dir(service.id, generation)
         definition = load_service_file(directory / "service.json")
         pools = {endpoint.id: self.store.pool_settings(service.id, endpoint) for endpoint in definition.endpoints}
-        try:
-            interpreters = await asyncio.to_thread(self._interpreters, definition, directory)
-        except CodeEnvError as error:
-            raise EndpointLoadFailed(f"service {service.id!r}, generation {generation!r}: {error}") from None
+        interpreters = await asyncio.to_thread(self._interpreters, definition, directory)
         loaded = LoadedGeneration(definition, directory, interpreters, pools)
         failures = await loaded.start()
         if failures and strict:
@@ -218,5 +215,12 @@ class ServiceRegistry:
         return loaded
 
     def _interpreters(self, definition: ServiceDef, directory: Path) -> Interpreters:
-        return {endpoint.id: codeenv_python(self.code_envs, endpoint, directory)
-                for endpoint in definition.endpoints}
+        """Each endpoint's interpreter, or why its code env could not be built (that endpoint
+        then fails to load, like one whose code raises)."""
+        interpreters: dict[str, Interpreter | EndpointLoadFailed] = {}
+        for endpoint in definition.endpoints:
+            try:
+                interpreters[endpoint.id] = codeenv_python(self.code_envs, endpoint, directory)
+            except CodeEnvError as error:
+                interpreters[endpoint.id] = EndpointLoadFailed(f"{definition.id}/{endpoint.id}: {error}")
+        return interpreters

@@ -138,7 +138,12 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
             connection.finish()
         except tornado.iostream.StreamClosedError:
             return  # the client went away
-        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-        if access_log.isEnabledFor(level):
-            access_log.log(level, "%d %s %s (%s) %.2fms", status, self.request.method, self.request.uri,
-                           self.request.remote_ip, 1000 * (time.perf_counter() - self.received))
+        log_access(status, self.request.method, self.request.uri, self.request.remote_ip,
+                   1000 * (time.perf_counter() - self.received))
+
+
+def log_access(status: int, method: str | None, uri: str | None, remote_ip: str | None, ms: float) -> None:
+    """Tornado's access log line, built only when it will be written (not on every call)."""
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        access_log.log(level, "%d %s %s (%s) %.2fms", status, method, uri, remote_ip, ms)

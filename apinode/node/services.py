@@ -58,9 +58,12 @@ class LoadedGeneration:
         self.id = definition.generation or "unversioned"
         self.endpoints: dict[str, Endpoint] = {}
         for endpoint in definition.endpoints:  # `interpreters`: see node.codeenv_binding
-            python, env = (interpreters or {}).get(endpoint.id, BUILTIN)
+            interpreter = (interpreters or {}).get(endpoint.id, BUILTIN)
+            python, env = BUILTIN if isinstance(interpreter, EndpointLoadFailed) else interpreter
             self.endpoints[endpoint.id] = Endpoint(definition.id, self.id, endpoint, directory,
                                                    (pools or {}).get(endpoint.id), python=python, env=env)
+            if isinstance(interpreter, EndpointLoadFailed):  # its code env could not be built
+                self.endpoints[endpoint.id].pool.fail(interpreter)
 
     async def start(self) -> dict[str, EndpointLoadFailed]:
         """Start every endpoint's floor, all at once; the endpoints whose code failed to load, with why."""

@@ -14,4 +14,4 @@ def error_body(error_type: str, message: str, detailed_message: str | None = Non
 
 
 def error_json(error_type: str, message: str, detailed_message: str | None = None) -> bytes:
-    return json.dumps(error_body(error_type, message, detailed_message)).encode()
+    return json.dumps(error_body(error_type, message, detailed_message), separators=(",", ":")).encode()
