@@ -112,11 +112,14 @@ def test_service_lifecycle(node, admin, bundles, data_dir):
     admin.service("life").enable()
     assert generation_of(node, "life") == "g1"
 
+    query_log = data_dir / "logs" / "queries" / "life.log"
+    eventually(query_log.exists)
     admin.service("life").delete()
     assert_error(call(node, "life"), 404, "NotFound", "no service 'life'")
     assert "life" not in {service["id"] for service in admin.list_services()}
     assert not (data_dir / "services" / "life").exists()
     assert node.pipelines("life/which") == []
+    eventually(lambda: not query_log.exists())  # its query log goes too
 
 
 def test_generations_import_upload_and_switch(node, admin, bundles):

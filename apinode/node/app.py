@@ -61,8 +61,8 @@ async def serve(store: DataDir, code_envs: CodeEnvCache, host: str, port: int, *
     `on_listening(port, services)` once the services are loaded and the port is bound.
     """
     with store.locked(), _stop_signals() as stop:
-        services = ServiceRegistry(store, code_envs)
         query_log = QueryLog(store.query_logs)
+        services = ServiceRegistry(store, code_envs, on_delete=query_log.forget)
         server = tornado.httpserver.HTTPServer(
             make_router(services, AdminKeys(store.admin_keys), query_log, max_body_bytes), max_body_size=max_body_bytes)
         try:

@@ -15,6 +15,7 @@ throughput, in contention for the GIL). `close` writes everything out and stops 
 from __future__ import annotations
 
 import datetime
+import glob
 import logging
 import logging.handlers
 import queue
@@ -36,7 +37,8 @@ class QueryLog:
         self._max_bytes = max_bytes
         self._backups = backups
         self._pending: list[_Entry] = []
-        self._batches: queue.SimpleQueue[list[_Entry] | None] = queue.SimpleQueue()
+        # batches of entries to write, a service id whose log to delete, or None to stop
+        self._batches: queue.SimpleQueue[list[_Entry] | str | None] = queue.SimpleQueue()
         self._files: dict[str, logging.handlers.RotatingFileHandler] = {}
         self._flusher = tornado.ioloop.PeriodicCallback(self._flush, flush_interval * 1000)
         self._writer = threading.Thread(target=self._write_until_closed, name="apinode-query-log", daemon=True)
@@ -50,6 +52,11 @@ class QueryLog:
                total_ms: float, parameters: bytes | None) -> None:
         """Log one request; `parameters` is its body, when the service logs parameters."""
         self._pending.append((time.time(), service, endpoint, generation, status, total_ms, parameters))
+
+    def forget(self, service: str) -> None:
+        """Delete a deleted service's log (after writing what it had pending), on the writer thread."""
+        self._flush()
+        self._batches.put(service)
 
     def close(self) -> None:
         """Write out everything recorded, then stop the writer (on the event loop, like `start`)."""
@@ -65,6 +72,9 @@ class QueryLog:
 
     def _write_until_closed(self) -> None:
         while (batch := self._batches.get()) is not None:
+            if isinstance(batch, str):
+                self._delete(batch)
+                continue
             lines: dict[str, list[bytes]] = {}
             for entry in batch:
                 lines.setdefault(entry[1], []).append(_line(entry))
@@ -72,6 +82,13 @@ class QueryLog:
                 self._file(service).handle(logging.makeLogRecord({"msg": b"\n".join(service_lines).decode()}))
         for handler in self._files.values():
             handler.close()
+
+    def _delete(self, service: str) -> None:
+        handler = self._files.pop(service, None)
+        if handler is not None:
+            handler.close()
+        for path in self.directory.glob(f"{glob.escape(service)}.log*"):
+            path.unlink(missing_ok=True)
 
     def _file(self, service: str) -> logging.handlers.RotatingFileHandler:
         handler = self._files.get(service)

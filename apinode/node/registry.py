@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,9 +39,12 @@ DRAIN_TIMEOUT = 30.0  # seconds a retired generation's requests get to finish
 
 
 class ServiceRegistry:
-    def __init__(self, store: DataDir, code_envs: CodeEnvCache) -> None:
+    def __init__(self, store: DataDir, code_envs: CodeEnvCache,
+                 on_delete: Callable[[str], None] = lambda service_id: None) -> None:
+        """`on_delete(service_id)`: what else a deleted service leaves (its query log)."""
         self.store = store
         self.code_envs = code_envs
+        self.on_delete = on_delete
         self.services: dict[str, Service] = {}
 
     # -- what requests see --------------------------------------------------------------------
@@ -94,6 +97,7 @@ class ServiceRegistry:
             del self.services[service_id]  # requests get 404 from now on
             await self._apply(service, replace(service.state, enabled=False))  # drains, then stops
             await asyncio.to_thread(self.store.delete_service, service_id)
+            self.on_delete(service_id)
         log.info("service %s deleted", service_id)
 
     # -- admin: generations -------------------------------------------------------------------
