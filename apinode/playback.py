@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,8 @@ from .packaging.staging import stage_source
 REQUEST_TIMEOUT = 60.0
 NODE_START_TIMEOUT = 60.0
 NODE_STOP_TIMEOUT = 30.0
-_ANNOUNCED = re.compile(r"^apinode: serving .* at (http://\S+)$")  # how `apinode run` says its URL
+ANNOUNCED = re.compile(r"^apinode: serving .* at (http://\S+)$", re.MULTILINE)
+"""The line `apinode run` and `apinode serve` print once they listen: its group is the URL."""
 _CELL_WIDTH = 60
 
 
@@ -157,16 +159,34 @@ def post(url: str, body: bytes, key: str | None = None, content_type: str = "app
     headers = {"Content-Type": content_type}
     if key is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    request = urllib.request.Request(check_url(url), data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         with error:
             return error.code, error.read()
+    except ValueError:  # http.client.InvalidURL: a port that is not a number, a control character
+        raise NodeError(_invalid_url(url)) from None
     except OSError as error:  # refused, unknown host, timed out (URLError is an OSError)
         reason = getattr(error, "reason", error)
         raise NodeError(f"cannot reach {url}: {reason}") from None
+
+
+def check_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host; NodeError (one line) if it is not."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError when the port is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NodeError(_invalid_url(url))
+    return url
+
+
+def _invalid_url(url: str) -> str:
+    return f"invalid URL {url!r}: expected http://host:port (or https://)"
 
 
 def decode_answer(body: bytes) -> Any:
@@ -230,7 +250,7 @@ def local_node(source: Path, service_id: str) -> Iterator[str]:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
-            if _ANNOUNCED.match(line.strip()):
+            if ANNOUNCED.match(line.strip()):
                 announced.set()
         announced.set()  # the node exited
 
@@ -238,17 +258,23 @@ def local_node(source: Path, service_id: str) -> Iterator[str]:
     reader.start()
     try:
         announced.wait(NODE_START_TIMEOUT)
-        urls = [match.group(1) for line in lines if (match := _ANNOUNCED.match(line.strip()))]
+        urls = [match.group(1) for line in lines if (match := ANNOUNCED.match(line.strip()))]
         if not urls:
             log = "".join(lines[-20:]).strip() or "no output"
             raise NodeError(f"the node for {source} did not start: {log}")
         yield urls[0]
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(NODE_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process, NODE_STOP_TIMEOUT)
         reader.join(5)
+
+
+def stop_child(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop a node we started: SIGTERM (it drains and stops its pipelines), `timeout` seconds
+    to exit, then SIGKILL (its pipelines exit when their channel to it closes). Reaps it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -115,6 +115,20 @@ def test_generation_is_derived_from_content_unless_given(tmp_path):
         bundle_bytes(stage_directory(tmp_path), generation="../v")
 
 
+@pytest.mark.parametrize("out", ["models/churn.zip", "models/deep/churn.zip", "churn.zip"])
+def test_write_bundle_refuses_an_output_inside_a_bundled_folder(tmp_path, out):
+    make_service(tmp_path)
+    definition = json.loads((tmp_path / "service.json").read_text())
+    definition["endpoints"][1]["folders"] = ["."]  # `--folder .`: the whole service directory
+    (tmp_path / "service.json").write_text(json.dumps(definition))
+    with pytest.raises(BundleError, match="the bundle would contain itself: write it outside folder"):
+        write_bundle(stage_directory(tmp_path), tmp_path / out)
+    assert not list(tmp_path.rglob("*.zip")) and not list(tmp_path.rglob("*.tmp"))
+    outside = tmp_path.parent / f"{tmp_path.name}-churn.zip"
+    write_bundle(stage_directory(tmp_path), outside)  # outside every folder: fine, and repeatable
+    assert outside.read_bytes() == bundle_bytes(stage_directory(tmp_path))[0]
+
+
 def test_round_trip_directory_bundle_extract(tmp_path):
     staged = stage_directory(make_service(tmp_path / "src-dir"))
     out = tmp_path / "churn.zip"
@@ -182,6 +196,9 @@ BAD_BUNDLES = {
     "not a zip": (b"PK but not really", "bundle: not a bundle (zip) file"),
     "no service.json": (zip_of([("e.py", "x")]), "missing service.json"),
     "no code": (zip_of([("service.json", SERVICE)]), "code file 'e.py' is not in the bundle"),
+    "folder below a file": (zip_of([("service.json", json.dumps({"id": "s", "endpoints": [
+        {"id": "e", "code": "e.py", "function": "f", "folders": ["e.py/x"]}]})), ("e.py", "")]),
+        "endpoint e: folder 'e.py/x' refused: 'e.py' is a file, not a folder"),
     "bad service.json": (zip_of([("service.json", "{}"), ("e.py", "")]),
                          "bundle: service.json: id: expected an id"),
 }
@@ -216,3 +233,11 @@ def test_read_bundle_names_the_file(tmp_path):
         read_bundle(path)
     with pytest.raises(BundleError, match="cannot read"):
         read_bundle(tmp_path / "missing.zip")
+
+
+def test_a_wheelhouse_below_a_file_is_refused(tmp_path):
+    service = {"id": "s", "endpoints": [{"id": "e", "code": "a", "function": "f",
+                                         "codeEnv": {"requirements": [], "wheelhouse": "a/w"}}]}
+    with pytest.raises(BundleError, match="folder 'a/w' refused: 'a' is a file, not a folder"):
+        extract_bundle(zip_of([("service.json", json.dumps(service)), ("a", "")]), tmp_path / "g")
+    assert list(tmp_path.iterdir()) == []

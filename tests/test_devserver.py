@@ -117,6 +117,32 @@ async def test_a_dev_server_that_died_is_started_again(jp_fetch, jp_root_dir, ex
     assert deployed["services"][0]["switched"] is True
 
 
+def zombie(pid: int) -> bool:
+    """Whether our child `pid` exited and waits to be reaped (asked without reaping it)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+
+
+async def test_a_kernel_does_not_take_a_dead_dev_server_for_a_running_one(jp_fetch, extension):
+    await jp_fetch("api", "status")
+    dead = await asyncio.to_thread(kernel_dev_server, os.getpid())
+    os.kill(dead.pid, 9)
+    eventually(lambda: zombie(dead.pid))
+    os.kill(dead.pid, 0)  # not reaped yet: kill -0 still says it is there
+    info = await asyncio.to_thread(kernel_dev_server, os.getpid())
+    assert info.pid != dead.pid and info == extension.dev_server.running
+    assert post(f"{info.url}/admin/api/services/", b'{"serviceId": "x"}', info.admin_key)[0] == 200
+
+
+def test_ensure_after_stop_refuses_to_start_an_orphan(tmp_path):
+    announce = 'echo "apinode: serving 0 service(s) from d at http://127.0.0.1:9"'
+    python = fake_python(tmp_path, f"{announce}; exec sleep 300")
+    server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=5, python=python)
+    server.stop()  # Jupyter stops before anyone used the dev server
+    with pytest.raises(DevServerError, match="Jupyter is stopping"):
+        server.ensure()
+    assert server.running is None and not list(tmp_path.glob("apinode-devserver-*"))
+
+
 # A stand-in for `python -m apinode.cli ...`: "$3" is the command.
 FAKE_PYTHON = """#!/bin/sh
 case "$3" in

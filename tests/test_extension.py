@@ -146,6 +146,35 @@ async def test_bundle_downloads_the_service_zip(jp_fetch, notebook):
     assert (await refused(jp_fetch, "apinode", "api", "bundle", params={"path": notebook, "service": "x"}))[0] == 404
 
 
+@pytest.mark.parametrize("folder", ["../../outside-secrets", "ABSOLUTE", ".hidden", "linked"])
+async def test_bundle_and_deploy_refuse_folders_outside_the_root_or_hidden(jp_fetch, jp_root_dir, folder):
+    secrets = jp_root_dir.parent / "outside-secrets"
+    secrets.mkdir()
+    (secrets / "id_rsa").write_text("private")
+    (jp_root_dir / "sub").mkdir()
+    (jp_root_dir / "sub" / ".hidden").mkdir()
+    (jp_root_dir / "sub" / ".hidden" / "token").write_text("private")
+    (jp_root_dir / "sub" / "linked").symlink_to(secrets)
+    folder = str(secrets) if folder == "ABSOLUTE" else folder
+    cell = f"%%api_endpoint leak/f --function f --folder {folder}\ndef f():\n    return 1\n"
+    write_notebook(jp_root_dir / "sub" / "leak.ipynb", cell)
+    code, message = await refused(jp_fetch, "apinode", "api", "bundle",
+                                  params={"path": "sub/leak.ipynb", "service": "leak"})
+    assert code == 403 and "folder" in message and ("outside the server's root" in message or "hidden" in message)
+    code, message = await refused(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": "sub/leak.ipynb"}))
+    assert code == 403 and "folder" in message
+
+
+async def test_bundle_takes_folders_inside_the_root(jp_fetch, jp_root_dir):
+    (jp_root_dir / "sub" / "data").mkdir(parents=True)
+    (jp_root_dir / "sub" / "data" / "x.txt").write_text("x")
+    write_notebook(jp_root_dir / "sub" / "ok.ipynb",
+                   "%%api_endpoint ok/f --function f --folder data\ndef f():\n    return 1\n")
+    response = await jp_fetch("apinode", "api", "bundle", params={"path": "sub/ok.ipynb", "service": "ok"})
+    with zipfile.ZipFile(io.BytesIO(response.body)) as bundle:
+        assert "folders/data/x.txt" in bundle.namelist()
+
+
 async def test_designer_page_is_served_with_its_scripts(jp_fetch, jp_base_url):
     page = await jp_fetch("apinode", "designer")
     assert page.headers["Content-Type"].startswith("text/html")

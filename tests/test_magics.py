@@ -128,6 +128,7 @@ def test_rerunning_a_cell_replaces_it_in_place_and_keeps_its_queries(ip):
     ("api_export", "s -o 'x.zip", None, "No closing quotation; usage: %api_export"),
     ("api_export", "s -o x.zip", None, "no service 's' in this kernel (registered: none yet)"),
     ("api_deploy", "s --url u", None, "required: --key; usage: %api_deploy SERVICE --url URL --key"),
+    ("api_panel", "s/add", None, "takes no arguments, got 's/add'; usage: %api_panel"),
 ])
 def test_mistakes_are_one_line_usage_errors(ip, magic, line, cell, message):
     assert message in usage_error(ip, magic, line, cell)
@@ -292,3 +293,20 @@ def test_a_refused_deploy_shows_the_nodes_message(ip, stub_node):
     assert usage_error(ip, "api_deploy", f"s --url {url} --key k") == (
         f"uploading the bundle of 's' on {url} failed (HTTP 400): BadBundle: entry '../x' refused")
     assert len(calls) == 2  # no switch after a failed upload
+
+
+def test_a_malformed_deploy_url_is_a_one_line_error(ip):
+    ip.run_cell_magic("api_endpoint", "s/add --function add", ADD)
+    assert usage_error(ip, "api_deploy", "s --url notaurl --key k").startswith(
+        "invalid URL 'notaurl/admin/api/services/': expected http://host:port")
+
+
+@pytest.mark.parametrize("cell, line", [
+    ("import os\n!ls\ndef add(a, b):\n    return a + b\n", "line 2 ('!ls')"),
+    ("def add(a, b):\n    %time x = 1\n    return a + b\n", "line 2 ('%time x = 1')"),
+])
+def test_an_endpoint_cell_in_ipython_syntax_is_refused_before_it_runs(ip, cell, line):
+    message = usage_error(ip, "api_endpoint", "s/add --function add", cell)
+    assert message == (f"s/add: {line}: invalid syntax; endpoint cells must be plain Python (the node "
+                       "runs them without IPython: no !commands or %magics); the cell is not registered")
+    assert "add" not in ip.user_ns and registry(ip).registrations() == []

@@ -169,6 +169,9 @@ def test_parse_endpoint_magic():
     ("s/e --func f", "required: --function"),
     ("s/e --function 'f", "No closing quotation"),
     ("s/e --function f -h", "unrecognized arguments: -h"),
+    ("s/e --function f --requirement=-rfoo", "--requirement: codeEnv.requirements[0]: expected a "
+                                             "requirement (a name with optional version, or a URL), not an option"),
+    ("s/e --function f --requirement numpy --requirement ''", "codeEnv.requirements[1]: expected a non-empty"),
 ])
 def test_magic_errors_are_one_line_with_usage(line, message, capsys):
     with pytest.raises(MagicUsageError) as caught:

@@ -10,7 +10,7 @@ import pytest
 from apinode.jupyter_ext.devserver import DevServer, DevServerError
 from apinode.jupyter_ext.panel import ApiPanel
 from apinode.jupyter_ext.registry import EndpointRegistry
-from apinode.packaging.magic_syntax import parse_endpoint_magic
+from apinode.packaging.magic_syntax import MagicUsageError, parse_endpoint_magic
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,6 +101,21 @@ def test_refresh_finds_new_endpoints_and_keeps_the_selection(panel, registry):
     assert panel.endpoint.value == ("calc", "broken")
 
 
+def test_refresh_keeps_the_queries_being_edited(registry):
+    panel = ApiPanel(registry)
+    edited = '[{"name": "mine", "query": {"a": 5, "b": 5}}]'
+    panel.queries.value = edited
+    registry.register(parse_endpoint_magic("calc/sub --function sub"), "def sub(a, b):\n    return a - b\n")
+    panel.refresh_button.click()
+    assert panel.endpoint.value == ("calc", "add") and panel.queries.value == edited
+    assert "1 test queries" in panel.queries_status.value and not panel.play_button.disabled
+    panel.endpoint.value = ("calc", "sub")  # another endpoint: its own queries
+    assert json.loads(panel.queries.value) == []
+    registry.set_test_queries("calc", "sub", json.dumps(QUERIES[:1]))
+    panel.refresh()  # unedited: shows what the kernel now has
+    assert json.loads(panel.queries.value) == QUERIES[:1]
+
+
 def test_errors_land_in_the_output_widget_one_line_or_a_traceback(registry):
     def no_dev_server():
         raise DevServerError("no dev server: this kernel's Jupyter server has no apinode extension")
@@ -118,6 +133,13 @@ def test_errors_land_in_the_output_widget_one_line_or_a_traceback(registry):
     assert "Traceback (most recent call last)" in errors(panel) and "ZeroDivisionError: oops" in errors(panel)
     panel.play_button.click()  # the next click starts with a clean slate
     assert "Traceback" not in errors(panel)
+
+    def usage():  # what the magics show as one line, the panel does too
+        raise MagicUsageError("expected SERVICE/ENDPOINT; usage: ...")
+
+    panel = ApiPanel(registry, dev_server=usage)
+    panel.deploy_button.click()
+    assert errors(panel) == "expected SERVICE/ENDPOINT; usage: ...\n"
 
 
 def test_an_empty_kernel_says_what_to_do(tmp_path):

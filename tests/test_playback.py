@@ -106,3 +106,9 @@ def test_an_answer_that_is_not_json_is_shown_as_an_error():
 def test_an_unreachable_node_is_one_line():
     with pytest.raises(NodeError, match=r"^cannot reach http://127.0.0.1:1/public/api/v1/s/e/run: "):
         play_query("http://127.0.0.1:1/", "s", "e", TestQuery("q", {}))
+
+
+@pytest.mark.parametrize("url", ["notaurl", "file:///etc/passwd", "http://host:notaport", "http://", "ftp://h/x"])
+def test_a_malformed_url_is_one_line(url):
+    with pytest.raises(NodeError, match=r"^invalid URL .*: expected http://host:port"):
+        play_query(url, "s", "e", TestQuery("q", {}))

@@ -18,7 +18,7 @@ from typing import Any
 from ..packaging.bundles import bundle_bytes
 from ..packaging.definitions import NO_EXPECTED
 from ..packaging.notebooks import read_notebook_services
-from ..packaging.staging import StagedService
+from ..packaging.staging import StagedService, folder_on_disk
 from ..playback import RESULT_HEADERS, QueryResult, result_cells
 from .devclient import deploy_to_dev, play_on_dev
 from .devserver import DevServer
@@ -34,9 +34,10 @@ class DesignerError(Exception):
 
 
 class Designer:
-    def __init__(self, root_dir: Path, dev_server: DevServer) -> None:
+    def __init__(self, root_dir: Path, dev_server: DevServer, allow_hidden: bool = False) -> None:
         self.root_dir = root_dir.resolve()
         self.dev_server = dev_server
+        self.allow_hidden = allow_hidden  # the contents manager's: may hidden files be read?
 
     def notebook(self, path: str) -> Path:
         """The notebook at `path` under the root directory (DesignerError if absent or outside)."""
@@ -69,6 +70,8 @@ class Designer:
         services = self.services(path)
         if not services:
             raise DesignerError(400, f"{path} defines no service: no cell starts with %%api_endpoint")
+        for staged in services.values():
+            self._check_files(path, staged)
         info = self.dev_server.ensure()
         return {"devServer": info.url,
                 "services": [deploy_to_dev(info, staged).to_json() for staged in services.values()]}
@@ -91,8 +94,28 @@ class Designer:
 
     def bundle(self, path: str, service_id: str) -> tuple[str, bytes]:
         """(file name, bytes) of the service's bundle, as `apinode build` makes it."""
-        content, generation = bundle_bytes(self.service(path, service_id))
+        staged = self.service(path, service_id)
+        self._check_files(path, staged)
+        content, generation = bundle_bytes(staged)
         return f"{service_id}-{generation}.zip", content
+
+    def _check_files(self, path: str, staged: StagedService) -> None:
+        """Refuse (403) a service whose folders or wheelhouses reach outside the root directory,
+        or into hidden paths the contents manager would not serve: the notebook's cells choose
+        them, and the bundle would carry their files to whoever asks."""
+        for archive_path, source in staged.files.items():
+            if not isinstance(source, Path):
+                continue
+            folder = folder_on_disk(archive_path, source)
+            real = source.resolve()
+            if not real.is_relative_to(self.root_dir):
+                raise DesignerError(403, f"{path}: service {staged.definition.id}: folder {folder} "
+                                         "is outside the server's root directory")
+            if not self.allow_hidden and any(
+                    part.startswith(".") for part in real.relative_to(self.root_dir).parts):
+                raise DesignerError(403, f"{path}: service {staged.definition.id}: folder {folder} "
+                                         f"holds a hidden path ({real.relative_to(self.root_dir)}), "
+                                         "which the server does not serve")
 
 
 def _result_json(result: QueryResult) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Shared by the API designer (in the Jupyter server) and by kernels (`%api_dev`, the panel), so a
 deployment and a played query read the same everywhere. A kernel finds its Jupyter server's
-dev server through the runtime file (apinode.jupyter_ext.devserver), and asks the server to
-start it when there is none yet: `POST <server>/apinode/api/dev/start` with the token of the
-server's own runtime file (`jpserver-<pid>.json`), the way `jupyter server list` finds servers.
+dev server by asking the server to start it unless it runs, every time (a dead node's pid may
+still look alive): `POST <server>/apinode/api/dev/start` with the token of the server's own
+runtime file (`jpserver-<pid>.json`), the way `jupyter server list` finds servers; then it reads
+the URL and admin key from the dev server's runtime file (apinode.jupyter_ext.devserver).
 
 A deployment uploads the bundle as a new generation and switches to it (the `%api_deploy`
 calls). The switch refuses a generation whose code does not load, and then the previous one
@@ -34,7 +35,16 @@ from jupyter_core.paths import jupyter_runtime_dir
 from ..packaging.bundles import bundle_bytes
 from ..packaging.definitions import TestQuery
 from ..packaging.staging import StagedService
-from ..playback import NodeError, QueryResult, decode_answer, describe_error, play_query, post, text_table
+from ..playback import (
+    NodeError,
+    QueryResult,
+    check_url,
+    decode_answer,
+    describe_error,
+    play_query,
+    post,
+    text_table,
+)
 from .deploy import deploy_bundle
 from .devserver import DevServerError, DevServerInfo, find_dev_server, runtime_file
 from .registry import EndpointRegistry
@@ -148,13 +158,14 @@ def jupyter_server_pid() -> int:
 
 
 def kernel_dev_server(server_pid: int | None = None) -> DevServerInfo:
-    """The dev server of this kernel's Jupyter server, which is asked to start it if needed."""
+    """The dev server of this kernel's Jupyter server, which is asked to start it if needed.
+
+    The server is asked every time (cheap: it only polls its child when the node runs): the
+    runtime file's pid cannot tell a live node from one that died (a zombie answers kill -0)."""
     server_pid = jupyter_server_pid() if server_pid is None else server_pid
+    started_pid = _ask_to_start(server_pid)
     info = find_dev_server(server_pid)
-    if info is None:
-        _ask_to_start(server_pid)
-        info = find_dev_server(server_pid)
-    if info is None:
+    if info is None or info.pid != started_pid:
         raise DevServerError(f"the Jupyter server (pid {server_pid}) said its dev server started, "
                              f"but {runtime_file(server_pid)} does not describe a running one")
     return info
@@ -166,28 +177,40 @@ def deploy_registered(registry: EndpointRegistry, service: str,
     return deploy_to_dev(dev_server(), registry.stage(service))
 
 
-def _ask_to_start(server_pid: int) -> None:
+def _ask_to_start(server_pid: int) -> int:
+    """Ask the Jupyter server to start its dev server unless it runs; the node's pid."""
     server_file = Path(jupyter_runtime_dir()) / f"jpserver-{server_pid}.json"
     try:
         server = json.loads(server_file.read_text())
-    except (OSError, ValueError):
+        url, token = str(server["url"]), str(server.get("token", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise DevServerError(
             f"no dev server: this kernel's Jupyter server (pid {server_pid}) has no {server_file.name} "
             "in the runtime dir; run the kernel from a Jupyter server with the apinode extension "
             "(jupyter server extension list)") from None
-    request = urllib.request.Request(
-        f"{server['url'].rstrip('/')}/apinode/api/dev/start", data=b"{}", method="POST",
-        headers={"Authorization": f"token {server.get('token', '')}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=_START_TIMEOUT):
-            pass
+        start_url = check_url(f"{url.rstrip('/')}/apinode/api/dev/start")
+    except NodeError as error:
+        raise DevServerError(f"{server_file}: {error}") from None
+    request = urllib.request.Request(start_url, data=b"{}", method="POST", headers={
+        "Authorization": f"token {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=_START_TIMEOUT) as response:
+            body = response.read()
     except urllib.error.HTTPError as error:
         with error:
             detail = describe_error(decode_answer(error.read()))
         hint = (" (it has no token to give kernels: start the dev server from the API designer, "
-                f"{server['url']}apinode/designer)" if error.code in (401, 403) else "")
+                f"{url}apinode/designer)" if error.code in (401, 403) else "")
         raise DevServerError(f"the Jupyter server did not start its dev server: HTTP {error.code} "
                              f"{detail}{hint}") from None
     except (urllib.error.URLError, OSError) as error:
-        raise DevServerError(f"cannot reach the Jupyter server at {server['url']}: "
+        raise DevServerError(f"cannot reach the Jupyter server at {url}: "
                              f"{getattr(error, 'reason', error)}") from None
+    except ValueError as error:  # http.client.InvalidURL: a port that is not a number
+        raise DevServerError(f"{server_file}: {error}") from None
+    try:
+        return int(json.loads(body)["pid"])
+    except (ValueError, KeyError, TypeError):
+        raise DevServerError(f"the Jupyter server at {url} did not say which dev server runs (is "
+                             "its apinode extension the same version as the kernel's?)") from None

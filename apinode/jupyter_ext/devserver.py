@@ -10,13 +10,14 @@ and that server's kernels (`%api_dev`, the panel):
   loopback port (output to `node.log` beside the data directory, so no pipe can fill up), reads
   the URL from the line the node prints once it listens, and writes the runtime file
   `<jupyter runtime dir>/apinode-devserver-<jupyter server pid>.json` {url, adminKey, pid}.
-  `stop()` removes the runtime file, sends SIGTERM (the node drains and stops its pipelines),
-  waits, kills the node if it is still there (its pipelines exit when their channel to it
-  closes), and removes the data directory. The node runs in a session of its own, so a Ctrl-C
-  meant for Jupyter reaches it only through `stop`; a Jupyter server killed with SIGKILL
-  cannot stop it.
-- Kernels find the node through that file (`find_dev_server`; apinode.jupyter_ext.devclient
-  asks the kernel's Jupyter server to start it when it is not running yet).
+  `stop()` (for good: `ensure()` raises after it) removes the runtime file, sends SIGTERM (the
+  node drains and stops its pipelines), waits, kills the node if it is still there (its
+  pipelines exit when their channel to it closes), and removes the data directory. The node
+  runs in a session of its own, so a Ctrl-C meant for Jupyter reaches it only through `stop`;
+  a Jupyter server killed with SIGKILL cannot stop it.
+- Kernels ask their Jupyter server to start the node unless it runs, then read that file
+  (apinode.jupyter_ext.devclient); `find_dev_server` alone cannot tell a dead node from a
+  zombie.
 
 Concurrency: everything here blocks. The extension calls it from worker threads; `ensure` and
 `stop` hold one lock, so concurrent first calls start one node and a stop waits for a start.
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,10 +38,8 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_runtime_dir, secure_write
 
-from ..playback import NodeError
+from ..playback import ANNOUNCED, NodeError, stop_child
 
-ANNOUNCED = re.compile(r"^apinode: serving .* at (http://\S+)$", re.MULTILINE)
-"""The line `apinode serve` prints once it listens."""
 _POLL_INTERVAL = 0.02
 _LOG_TAIL_LINES = 20
 
@@ -103,6 +100,7 @@ class DevServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._info: DevServerInfo | None = None
+        self._closed = False  # set by stop(): Jupyter is stopping, start no node any more
 
     @property
     def running(self) -> DevServerInfo | None:
@@ -113,6 +111,8 @@ class DevServer:
     def ensure(self) -> DevServerInfo:
         """The running node, started now if it is not (or no longer) running."""
         with self._lock:
+            if self._closed:
+                raise DevServerError("Jupyter is stopping: its dev server is stopped and will not start again")
             info = self.running
             if info is None:
                 self._stop_locked()  # a node that died leaves its files behind
@@ -120,8 +120,10 @@ class DevServer:
             return info
 
     def stop(self) -> None:
-        """Stop the node and remove its runtime file and data; no-op when it is not running."""
+        """Stop the node and remove its runtime file and data, for good: a later `ensure` raises
+        (Jupyter is stopping, and a node started now would outlive it)."""
         with self._lock:
+            self._closed = True
             self._stop_locked()
 
     def _start_locked(self) -> DevServerInfo:
@@ -178,12 +180,6 @@ class DevServer:
         self._process = self._workdir = self._info = None
         self.runtime_file.unlink(missing_ok=True)
         if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()  # its pipelines exit when their channel to it closes
-                process.wait()
+            stop_child(process, self.stop_timeout)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)

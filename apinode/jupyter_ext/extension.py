@@ -37,7 +37,8 @@ class ApiNodeExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         self.dev_server = DevServer(os.getpid(), Path(self.serverapp.runtime_dir),
                                     self.dev_server_start_timeout, self.dev_server_stop_timeout)
-        self.designer = Designer(Path(self.serverapp.root_dir), self.dev_server)
+        self.designer = Designer(Path(self.serverapp.root_dir), self.dev_server,
+                                 bool(getattr(self.serverapp.contents_manager, "allow_hidden", False)))
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)

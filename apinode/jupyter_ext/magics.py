@@ -48,9 +48,11 @@ TEST_USAGE = "usage: %api_test SERVICE/ENDPOINT [JSON query]"
 EXPORT_USAGE = "usage: %api_export SERVICE -o FILE.zip"
 DEPLOY_USAGE = "usage: %api_deploy SERVICE --url URL --key ADMIN_KEY"
 SERVICES_USAGE = "usage: %api_services"
+PANEL_USAGE = "usage: %api_panel"
 
-_USER_ERRORS = (MagicUsageError, DefinitionError, BundleError, RegistryError, StandaloneError,
-                NodeError, OSError)
+USER_ERRORS = (MagicUsageError, DefinitionError, BundleError, RegistryError, StandaloneError,
+               NodeError, OSError)
+"""The errors a user can act on, shown as one line (here and in the panel), not a traceback."""
 _Magic = TypeVar("_Magic", bound=Callable[..., Any])
 
 
@@ -61,7 +63,7 @@ def _one_line_errors(magic: _Magic) -> _Magic:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return magic(*args, **kwargs)
-        except _USER_ERRORS as error:
+        except USER_ERRORS as error:
             raise UsageError(str(error)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -111,7 +113,9 @@ class ApiMagics(Magics):
         NAME ...`, the cell also runs here), or a kernel function that stands alone
         (`%api_endpoint SERVICE/ENDPOINT FUNCTION_NAME`)."""
         if cell is not None:
-            registration = self.registry.register(parse_endpoint_magic(line), cell)
+            magic = parse_endpoint_magic(line)
+            _check_plain_python(f"{magic.service}/{magic.endpoint}", cell)
+            registration = self.registry.register(magic, cell)
             # The cell runs as in a pipeline: its folders' paths in the global `folders`.
             folders = self.registry.folder_paths(registration)
             self.shell.user_ns["folders"] = [str(folder) for folder in folders]
@@ -173,16 +177,35 @@ class ApiMagics(Magics):
     @_one_line_errors
     def api_dev(self, line: str) -> Any:
         """Deploy a service to this Jupyter server's dev server; says whether each function loads."""
-        from .devclient import deploy_registered  # the dev server's client needs jupyter_core
+        from .devclient import (
+            deploy_registered,  # the dev server's client needs jupyter_core
+        )
 
         return deploy_registered(self.registry, _parse(_service_parser("usage: %api_dev SERVICE"), line).service)
 
+    @no_var_expand
     @line_magic
+    @_one_line_errors
     def api_panel(self, line: str) -> Any:
         """Open the panel: pick an endpoint, edit and play its test queries, deploy to the dev server."""
+        if line.strip():
+            raise MagicUsageError(f"takes no arguments, got {line.strip()!r}; {PANEL_USAGE}")
         from .panel import show_panel  # ipywidgets, only when a panel is asked for
 
         return show_panel(self.registry)
+
+
+def _check_plain_python(target: str, cell: str) -> None:
+    """Refuse a cell the node could not load: it runs endpoint code without IPython, so no
+    `!command`, `%magic` or other IPython syntax."""
+    try:
+        compile(cell, f"<%%api_endpoint {target}>", "exec", dont_inherit=True)
+    except SyntaxError as error:
+        text = (error.text or "").strip()
+        raise MagicUsageError(
+            f"{target}: line {error.lineno}{f' ({text!r})' if text else ''}: {error.msg}; endpoint "
+            "cells must be plain Python (the node runs them without IPython: no !commands or "
+            "%magics); the cell is not registered") from None
 
 
 def load_magics(ipython: Any) -> None:

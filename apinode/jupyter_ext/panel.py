@@ -26,17 +26,15 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..packaging.bundles import BundleError
 from ..packaging.definitions import DefinitionError, TestQuery, parse_json, parse_test_queries
-from ..playback import NodeError, QueryResult
+from ..playback import QueryResult
 from .devclient import deploy_registered, kernel_dev_server, play_on_dev
 from .devserver import DevServerInfo
-from .globals_check import StandaloneError
 from .kernel_queries import run_queries
+from .magics import USER_ERRORS
 from .registry import EndpointRegistry, RegistryError
 
 KERNEL, DEV_SERVER = "kernel", "dev server"
-_USER_ERRORS = (DefinitionError, BundleError, RegistryError, StandaloneError, NodeError, OSError)
 _OK, _WRONG = "#1a7f37", "#cf222e"
 
 
@@ -82,6 +80,9 @@ class ApiPanel(widgets.VBox):
         self.loads = widgets.HTML()
         self.results = widgets.HTML()
         self.errors = widgets.Output()
+        self._listing = False  # refresh() is replacing the options: the transient values are not picks
+        self._shown: tuple[str, str] | None = None  # the endpoint whose queries were loaded...
+        self._loaded_text = ""  # ...and the text loaded then (edited since if `queries` differs)
         super().__init__([
             widgets.HBox([self.endpoint, self.refresh_button]),
             self.queries, self.queries_status,
@@ -89,7 +90,7 @@ class ApiPanel(widgets.VBox):
             widgets.HBox([self.progress, self.status]),
             self.loads, self.results, self.errors,
         ], **kwargs)
-        self.endpoint.observe(self._show_queries, "value")
+        self.endpoint.observe(self._on_pick, "value")
         self.queries.observe(self._check_queries, "value")
         self.refresh_button.on_click(self._guarded(self.refresh))
         self.play_button.on_click(self._guarded(self.play))
@@ -98,16 +99,27 @@ class ApiPanel(widgets.VBox):
 
     # -- what the buttons do (plain methods, callable from Python too) --------------------------
     def refresh(self) -> None:
-        """List the kernel's endpoints again (after running more %%api_endpoint cells)."""
+        """List the kernel's endpoints again (after running more %%api_endpoint cells).
+
+        The queries being edited stay when the selection does: they are reloaded only for another
+        endpoint, or when unedited (to show what its %%api_test_queries cell now says)."""
         selected = self.endpoint.value
         options = [(f"{r.magic.service}/{r.magic.endpoint}", (r.magic.service, r.magic.endpoint))
                    for r in self.registry.registrations()]
-        self.endpoint.options = options
-        values = [value for _, value in options]
-        self.endpoint.value = selected if selected in values else (values[0] if values else None)
+        self._listing = True  # assigning options resets the value, and fires the observer
+        try:
+            self.endpoint.options = options
+            values = [value for _, value in options]
+            self.endpoint.value = selected if selected in values else (values[0] if values else None)
+        finally:
+            self._listing = False
         if not options:
             self._say("no endpoint in this kernel yet: run a %%api_endpoint cell, then refresh", _WRONG)
-        self._show_queries()
+        edited = self.queries.value != self._loaded_text
+        if self.endpoint.value != self._shown or not edited:
+            self._show_queries()
+        else:
+            self._check_queries()
 
     def play(self) -> None:
         """Save the edited queries, then play them where `where` says; results in the table."""
@@ -135,12 +147,19 @@ class ApiPanel(widgets.VBox):
         self._say(deployment.summary, _OK if deployment.switched else _WRONG)
 
     # -- reacting to the widgets --------------------------------------------------------------
-    def _show_queries(self, _change: object = None) -> None:
+    def _on_pick(self, _change: object) -> None:
+        if not self._listing:
+            self._show_queries()
+
+    def _show_queries(self) -> None:
+        """Load the selected endpoint's test queries into the text box (edits there are lost)."""
+        self._shown = self.endpoint.value
         if self.endpoint.value is None:
-            self.queries.value = ""
+            self._loaded_text = ""
         else:
             registration = self.registry.registration(*self.endpoint.value)
-            self.queries.value = json.dumps([query.to_json() for query in registration.test_queries], indent=2)
+            self._loaded_text = json.dumps([query.to_json() for query in registration.test_queries], indent=2)
+        self.queries.value = self._loaded_text
         self._check_queries()  # also when the text did not change, and so did not call it
 
     def _check_queries(self, _change: object = None) -> None:
@@ -182,7 +201,7 @@ class ApiPanel(widgets.VBox):
                 button.disabled = True
             try:
                 action()
-            except _USER_ERRORS as error:
+            except USER_ERRORS as error:
                 self.errors.append_stderr(f"{error}\n")
                 self._say("failed: see below", _WRONG)
             except Exception:  # a bug: the whole story, in the panel rather than lost in a log

@@ -31,7 +31,7 @@ from .definitions import (
     parse_json,
     parse_service,
 )
-from .staging import StagedService
+from .staging import StagedService, source_folders
 
 SERVICE_JSON = "service.json"
 _DATE = (1980, 1, 1, 0, 0, 0)
@@ -64,7 +64,14 @@ def bundle_bytes(staged: StagedService, generation: str | None = None) -> tuple[
 
 
 def write_bundle(staged: StagedService, out_path: Path, generation: str | None = None) -> str:
-    """Write the bundle of `staged` to `out_path` atomically; return its generation id."""
+    """Write the bundle of `staged` to `out_path` atomically; return its generation id.
+
+    Refused when `out_path` is inside a bundled folder: the next bundle would hold this one."""
+    out = out_path.resolve()
+    for folder in source_folders(staged):
+        if out.is_relative_to(folder):
+            raise BundleError(f"{out_path}: the bundle would contain itself: write it outside "
+                              f"folder {folder}, which it bundles")
     fd, temp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -239,7 +246,7 @@ def _open(source: Path | bytes, limits: BundleLimits) -> tuple[ServiceDef, dict[
             raise BundleError(f"{label}: endpoint {endpoint.id}: code file {endpoint.code!r} "
                               "is not in the bundle")
         for folder in _endpoint_folders(endpoint):
-            problem = _name_problem(folder) or ("a file, not a folder" if folder in files else None)
+            problem = _name_problem(folder) or _folder_problem(folder, files)
             if problem:
                 raise BundleError(f"{label}: endpoint {endpoint.id}: folder {folder!r} "
                                   f"refused: {problem}")
@@ -247,6 +254,17 @@ def _open(source: Path | bytes, limits: BundleLimits) -> tuple[ServiceDef, dict[
         definition = replace(definition,
                              generation=content_generation(StagedService(definition, files)))
     return definition, files
+
+
+def _folder_problem(folder: str, files: Mapping[str, bytes]) -> str | None:
+    """Why a declared folder cannot be made in the generation directory: it, or a folder above
+    it, is one of the bundle's files."""
+    if folder in files:
+        return "a file, not a folder"
+    for parent in PurePosixPath(folder).parents:
+        if str(parent) in files:
+            return f"{str(parent)!r} is a file, not a folder"
+    return None
 
 
 def _endpoint_folders(endpoint: EndpointDef) -> tuple[str, ...]:

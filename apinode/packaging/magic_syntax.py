@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from .definitions import ID_PATTERN, DefinitionError, PoolSettings, is_function_name
+from .definitions import ID_PATTERN, CodeEnv, DefinitionError, PoolSettings, is_function_name
 
 ENDPOINT_MAGIC = "%%api_endpoint"
 TEST_QUERIES_MAGIC = "%%api_test_queries"
@@ -95,6 +95,10 @@ def parse_endpoint_magic(line: str) -> EndpointMagic:
         PoolSettings.from_json(pool, "pool")  # refuse now what the node would refuse later
     except DefinitionError as error:
         raise MagicUsageError(f"{error}; {ENDPOINT_USAGE}") from None
+    try:  # the same: an option passed as a requirement, an empty one
+        CodeEnv.from_json({"requirements": list(args.requirements)}, "codeEnv")
+    except DefinitionError as error:
+        raise MagicUsageError(f"--requirement: {error}; {ENDPOINT_USAGE}") from None
     return EndpointMagic(service, endpoint, args.function, tuple(args.folders),
                          tuple(args.requirements), pool)
 

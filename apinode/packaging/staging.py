@@ -61,6 +61,20 @@ def stage_definition(
     return StagedService(replace(definition, endpoints=tuple(endpoints)), files)
 
 
+def folder_on_disk(archive_path: str, source: Path) -> Path:
+    """The directory a staged file was collected from: for `folders/<name>/a/b.txt`, the folder
+    the definition names (for `endpoints/<id>/code.py`, the code file's directory)."""
+    return source.parents[len(archive_path.split("/")) - 3]
+
+
+def source_folders(staged: StagedService) -> dict[Path, str]:
+    """The bundled folders and wheelhouses on disk (resolved), each with its archive folder;
+    only those whose files are still on disk (not a bundle's, read in memory)."""
+    return {folder_on_disk(name, source).resolve(): "/".join(name.split("/")[:2])
+            for name, source in staged.files.items()
+            if isinstance(source, Path) and name.split("/")[0] in ("folders", "wheels")}
+
+
 def stage_directory(path: Path) -> StagedService:
     """Stage a service directory: its service.json, with code and folders relative to it."""
     service_file = path / "service.json"
