@@ -427,3 +427,14 @@ def test_an_endpoint_whose_code_env_fails_fails_alone(node, admin, key, bundles)
     endpoints = check.json()["endpoints"]
     assert endpoints["fine"]["loaded"] is True
     assert endpoints["broken"]["loaded"] is False and "apinode-no-such-package-xyz" in endpoints["broken"]["error"]
+
+
+def test_a_private_service_says_nothing_of_its_generations_without_a_key(node, admin, bundles):
+    deploy(admin, bundles, "secret", "g1", "g2", publicAccess=False, apiKeys=["k-1"])
+    admin.service("secret").preload_generation("g1")  # two loaded: the node looks at dispatch
+    forced = {"dispatch": {"forcedGeneration": "g9"}}
+    refused = call(node, "secret", forced)
+    assert_error(refused, 401, "Unauthorized", "API key")
+    assert "g1" not in refused.text and "g2" not in refused.text
+    assert_error(call(node, "secret", forced, auth=("k-1", "")), 404, "NotFound", "g9")
+    assert call(node, "secret", {"dispatch": {"forcedGeneration": "g1"}}, auth=("k-1", "")).status_code == 200

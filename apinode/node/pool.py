@@ -111,7 +111,9 @@ class Pool:
         workers = self._idle + list(self._busy)
         self._idle.clear()
         self._busy.clear()
-        await asyncio.gather(*(worker.stop() for worker in workers), *self._tasks, return_exceptions=True)
+        await asyncio.gather(*(worker.stop() for worker in workers), return_exceptions=True)
+        while self._tasks:  # a pipeline that finished starting meanwhile is stopped by a new task
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- the state machine -----------------------------------------------------------------
     async def _acquire(self) -> Worker:

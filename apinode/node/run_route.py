@@ -100,8 +100,7 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
         service = generation = endpoint = None
         try:
             service = self.router.services.get(self.service_id)
-            generation = service.pick(body)
-            generation.authorize(self.request.headers.get("Authorization"))
+            generation = service.pick(body, self.request.headers.get("Authorization"))
             endpoint = generation.endpoint(self.endpoint_id)
             status, answer = await endpoint.run(body, self.received)
             self._answer(status, answer)

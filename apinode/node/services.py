@@ -81,11 +81,13 @@ class LoadedGeneration:
         """Refuse new requests, let queued and running ones finish (bounded), stop every pipeline."""
         await asyncio.gather(*(endpoint.pool.close(drain_timeout) for endpoint in self.endpoints.values()))
 
+    def allows(self, authorization: str | None) -> bool:
+        definition = self.definition
+        return definition.public_access or key_matches(basic_auth_user(authorization), definition.api_keys)
+
     def authorize(self, authorization: str | None) -> None:
         definition = self.definition
-        if definition.public_access:
-            return
-        if not key_matches(basic_auth_user(authorization), definition.api_keys):
+        if not self.allows(authorization):
             raise Unauthorized(
                 f"service {definition.id!r} requires an API key: send it as the HTTP Basic user name "
                 "with an empty password (APINodeClient(url, service, api_key=...))")
@@ -121,13 +123,20 @@ class Service:
                              state.mapping if state.enabled else None)
         self.problem = None
 
-    def pick(self, body: bytes) -> LoadedGeneration:
-        """The generation that answers this request (NotFound, or the start-up failure, if none)."""
-        generation = self.router.pick(body)
+    def pick(self, body: bytes, authorization: str | None) -> LoadedGeneration:
+        """The generation that answers this request, if the caller may call it (NotFound, or the
+        start-up failure, if none; Unauthorized before any detail for a caller without a key)."""
+        try:
+            generation = self.router.pick(body)
+        except NotFound:
+            if not any(loaded.allows(authorization) for loaded in self.loaded.values()):
+                raise Unauthorized(f"service {self.id!r} requires an API key") from None
+            raise
         if generation is None:
             raise self.problem or NotFound(
                 f"service {self.id!r} has no active generation: import one and switch to it "
                 "(apinode admin service-import-generation, service-switch-to-newest)")
+        generation.authorize(authorization)
         return generation
 
     def describe(self) -> dict[str, Any]:
