@@ -50,6 +50,7 @@ class NodeRouter(tornado.routing.Router):
         self.services = services
         self.query_log = query_log
         self.max_body_bytes = max_body_bytes
+        self.running: set[asyncio.Task[None]] = set()
 
     def find_handler(self, request: HTTPServerRequest, **kwargs: object) -> tornado.httputil.HTTPMessageDelegate:
         if "//" in request.path:  # a client given a base URL ending in "/" asks for "//public/..."
@@ -92,7 +93,9 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         if self.chunks is not None:  # else already answered 413
-            asyncio.ensure_future(self._run())
+            task = asyncio.ensure_future(self._run())
+            self.router.running.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self.router.running.discard)
 
     async def _run(self) -> None:
         assert self.chunks is not None
