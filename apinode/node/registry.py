@@ -125,17 +125,20 @@ class ServiceRegistry:
                 service.serve({**service.loaded, generation: loaded})
 
     # -- admin: what serves -------------------------------------------------------------------
-    async def switch_to(self, service_id: str, generation: str) -> None:
+    async def switch_to(self, service_id: str, generation: str | None) -> str:
+        """Serve one generation (None: the newest, chosen under the lock, so an import that
+        lands meanwhile is not skipped); its id."""
         async with self._changing(service_id) as service:
+            if generation is None:
+                generation = service.state.newest()
+                if generation is None:
+                    raise NotFound(f"service {service_id!r} has no generation yet: import a bundle first")
             self.check_imported(service, generation)
             await self._apply(service, replace(service.state, enabled=True, active=generation, mapping=None))
+        return generation
 
     async def switch_to_newest(self, service_id: str) -> str:
-        newest = self.admin_get(service_id).state.newest()
-        if newest is None:
-            raise NotFound(f"service {service_id!r} has no generation yet: import a bundle first")
-        await self.switch_to(service_id, newest)
-        return newest
+        return await self.switch_to(service_id, None)
 
     async def set_mapping(self, service_id: str, body: object) -> None:
         mapping = GenerationMapping.from_json(body)
