@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import (
@@ -32,9 +31,11 @@ from ..packaging.definitions import DefinitionError
 from ..packaging.magic_syntax import (
     ENDPOINT_USAGE,
     MagicUsageError,
+    UsageParser,
     parse_endpoint_magic,
     parse_target,
     parse_test_queries_magic,
+    split_words,
 )
 from ..playback import NodeError
 from .deploy import deploy_service
@@ -69,23 +70,17 @@ def _one_line_errors(magic: _Magic) -> _Magic:
     return wrapper  # type: ignore[return-value]
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises MagicUsageError with the usage instead of printing and exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise MagicUsageError(f"{message}; {self.usage}")
+def _parse(parser: UsageParser, line: str) -> argparse.Namespace:
+    return parser.parse_args(split_words(line, parser.usage or ""))
 
 
-def _parse(parser: _Parser, line: str) -> argparse.Namespace:
-    try:
-        words = shlex.split(line)
-    except ValueError as error:  # an unclosed quote
-        raise MagicUsageError(f"{error}; {parser.usage}") from None
-    return parser.parse_args(words)
+def _no_arguments(line: str, usage: str) -> None:
+    if line.strip():
+        raise MagicUsageError(f"takes no arguments, got {line.strip()!r}; {usage}")
 
 
-def _service_parser(usage: str, *options: str) -> _Parser:
-    parser = _Parser(usage=usage, add_help=False, allow_abbrev=False)
+def _service_parser(usage: str, *options: str) -> UsageParser:
+    parser = UsageParser(usage=usage, add_help=False, allow_abbrev=False)
     parser.add_argument("service")
     for option in options:
         parser.add_argument(*option.split(), required=True)
@@ -152,8 +147,7 @@ class ApiMagics(Magics):
     @_one_line_errors
     def api_services(self, line: str) -> Any:
         """Show the registered services and endpoints."""
-        if line.strip():
-            raise MagicUsageError(f"takes no arguments, got {line.strip()!r}; {SERVICES_USAGE}")
+        _no_arguments(line, SERVICES_USAGE)
         return self.registry.overview()
 
     @no_var_expand
@@ -188,8 +182,7 @@ class ApiMagics(Magics):
     @_one_line_errors
     def api_panel(self, line: str) -> Any:
         """Open the panel: pick an endpoint, edit and play its test queries, deploy to the dev server."""
-        if line.strip():
-            raise MagicUsageError(f"takes no arguments, got {line.strip()!r}; {PANEL_USAGE}")
+        _no_arguments(line, PANEL_USAGE)
         from .panel import show_panel  # ipywidgets, only when a panel is asked for
 
         return show_panel(self.registry)

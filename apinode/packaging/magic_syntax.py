@@ -41,15 +41,15 @@ class EndpointMagic:
     """Only the pool settings given, by their JSON names (floor, ceil, cruise, queue, timeout)."""
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
     """An argument parser that raises its errors instead of printing them and exiting."""
 
     def error(self, message: str) -> NoReturn:
         raise MagicUsageError(f"{message}; {self.usage}")
 
 
-def _endpoint_parser() -> _Parser:
-    parser = _Parser(prog=ENDPOINT_MAGIC, usage=ENDPOINT_USAGE, add_help=False,
+def _endpoint_parser() -> UsageParser:
+    parser = UsageParser(prog=ENDPOINT_MAGIC, usage=ENDPOINT_USAGE, add_help=False,
                      allow_abbrev=False, exit_on_error=False)
     parser.add_argument("target")
     parser.add_argument("--function", required=True)
@@ -63,7 +63,8 @@ def _endpoint_parser() -> _Parser:
 _ENDPOINT_PARSER = _endpoint_parser()
 
 
-def _words(line: str, usage: str) -> list[str]:
+def split_words(line: str, usage: str) -> list[str]:
+    """A magic's line as shell words; an unclosed quote is a MagicUsageError with the usage."""
     try:
         return shlex.split(line)
     except ValueError as error:  # an unclosed quote
@@ -82,7 +83,7 @@ def parse_target(text: str, usage: str = ENDPOINT_USAGE) -> tuple[str, str]:
 def parse_endpoint_magic(line: str) -> EndpointMagic:
     """Parse the text after `%%api_endpoint`."""
     try:
-        args = _ENDPOINT_PARSER.parse_args(_words(line, ENDPOINT_USAGE))
+        args = _ENDPOINT_PARSER.parse_args(split_words(line, ENDPOINT_USAGE))
     except argparse.ArgumentError as error:
         raise MagicUsageError(f"{error}; {ENDPOINT_USAGE}") from None
     service, endpoint = parse_target(args.target)
@@ -105,7 +106,7 @@ def parse_endpoint_magic(line: str) -> EndpointMagic:
 
 def parse_test_queries_magic(line: str) -> tuple[str, str]:
     """Parse the text after `%%api_test_queries`: (service, endpoint)."""
-    words = _words(line, TEST_QUERIES_USAGE)
+    words = split_words(line, TEST_QUERIES_USAGE)
     if len(words) != 1:
         raise MagicUsageError(f"expected one SERVICE/ENDPOINT, got {line.strip()!r}; "
                               f"{TEST_QUERIES_USAGE}")
