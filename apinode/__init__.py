@@ -8,14 +8,17 @@ Importing this package stays cheap and standard-library only: the IPython entry 
 __version__ = "0.1.0"
 
 
-def load_ipython_extension(ipython):
+from typing import Any
+
+
+def load_ipython_extension(ipython: Any) -> None:
     """Register the apinode magics (`%load_ext apinode`)."""
     from .jupyter_ext.magics import load_magics
 
     load_magics(ipython)
 
 
-def _jupyter_server_extension_points():
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     """The Jupyter server extension `apinode` (see apinode.jupyter_ext.extension)."""
     from .jupyter_ext import _jupyter_server_extension_points as points
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import orjson
 
 from .node import eventloop
-from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.admin_client import ADMIN_COMMANDS, AdminApiError, AdminClient
-from .node.codeenv_binding import codeenv_python, data_dir_cache, env_users, run_cache
+from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.errors import ApiError
+from .node.interpreters import codeenv_python, data_dir_cache, env_users, run_cache
 from .node.jsonfile import DataDirError
 from .node.keys import AdminKeys
-from .node.registry import ServiceRegistry
+from .node.service_manager import ServiceManager
 from .node.store import DataDir
 from .packaging.bundles import BundleError, bundle_bytes, write_bundle
 from .packaging.codeenvs import CodeEnvCache, CodeEnvError
@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve a service directory, a notebook or a bundle at once")
-    run.add_argument("source", type=Path, help="service directory (with service.json), notebook (.ipynb) or bundle (.zip)")
+    run.add_argument(
+        "source", type=Path, help="service directory (with service.json), notebook (.ipynb) or bundle (.zip)"
+    )
     run.add_argument("--service", help="which service, when a notebook defines several")
     _add_server_options(run)
     run.set_defaults(handler=_run)
@@ -52,19 +54,26 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", type=Path, required=True, help="the bundle file to write (.zip)")
     build.add_argument("--service", help="which service, when a notebook defines several")
     build.add_argument("--generation", help="generation id (default: derived from the content)")
-    build.add_argument("--wheelhouse", action="store_true",
-                       help="also bundle the wheels of every code env (pip wheel), so that a node "
-                            "without a package index builds them; the wheels fit this machine's "
-                            "Python and platform")
+    build.add_argument(
+        "--wheelhouse",
+        action="store_true",
+        help="also bundle the wheels of every code env (pip wheel), so that a node "
+        "without a package index builds them; the wheels fit this machine's "
+        "Python and platform",
+    )
     build.set_defaults(handler=_build)
 
-    envs = commands.add_parser("envs", help="list the code envs of a data directory, or remove "
-                                            "those no generation on disk uses")
+    envs = commands.add_parser(
+        "envs", help="list the code envs of a data directory, or remove those no generation on disk uses"
+    )
     envs.add_argument("action", choices=("list", "prune"))
-    envs.add_argument("--data-dir", type=Path,
-                      help="the node's data directory (default: the cache of `apinode run`, "
-                           "$APINODE_CODE_ENVS or ~/.cache/apinode/code-envs, which no "
-                           "generation uses)")
+    envs.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the node's data directory (default: the cache of `apinode run`, "
+        "$APINODE_CODE_ENVS or ~/.cache/apinode/code-envs, which no "
+        "generation uses)",
+    )
     envs.set_defaults(handler=_envs)
 
     test = commands.add_parser("test", help="play a service's test queries on a node; exit 1 unless all pass")
@@ -78,16 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_node_commands(commands: argparse._SubParsersAction) -> None:
-    serve_command = commands.add_parser("serve", help="the full node: the services of a data directory, "
-                                                      "with the admin API")
-    serve_command.add_argument("--data-dir", type=Path, required=True,
-                               help="where services, generations, keys and logs live (created if missing)")
+def _add_node_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve_command = commands.add_parser(
+        "serve", help="the full node: the services of a data directory, with the admin API"
+    )
+    serve_command.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="where services, generations, keys and logs live (created if missing)",
+    )
     _add_server_options(serve_command)
     serve_command.set_defaults(handler=_serve)
 
-    key_create = commands.add_parser("admin-key-create", help="make an admin key and print it alone on a "
-                                                              "line (it is shown only this once)")
+    key_create = commands.add_parser(
+        "admin-key-create", help="make an admin key and print it alone on a line (it is shown only this once)"
+    )
     key_create.add_argument("--data-dir", type=Path, required=True)
     key_create.add_argument("--label", help="what the key is for, as listings show it")
     key_create.set_defaults(handler=_admin_key_create)
@@ -101,8 +116,9 @@ def _add_node_commands(commands: argparse._SubParsersAction) -> None:
 
     admin = commands.add_parser("admin", help="call a node's admin API (like DSS's apinode-admin)")
     admin.add_argument("--url", required=True, help="the node's base URL, e.g. http://127.0.0.1:12000")
-    admin.add_argument("--key", default=os.environ.get("APINODE_ADMIN_KEY"),
-                       help="an admin key (default: $APINODE_ADMIN_KEY)")
+    admin.add_argument(
+        "--key", default=os.environ.get("APINODE_ADMIN_KEY"), help="an admin key (default: $APINODE_ADMIN_KEY)"
+    )
     actions = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
     for name, command in ADMIN_COMMANDS.items():
         action = actions.add_parser(name, help=command.help)
@@ -113,9 +129,15 @@ def _add_node_commands(commands: argparse._SubParsersAction) -> None:
 
 def _add_server_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    command.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    command.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB,
-                         help=f"largest request body accepted, in MiB (default {DEFAULT_MAX_BODY_MB})")
+    command.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)"
+    )
+    command.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=DEFAULT_MAX_BODY_MB,
+        help=f"largest request body accepted, in MiB (default {DEFAULT_MAX_BODY_MB})",
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -146,10 +168,9 @@ def _run(args: argparse.Namespace) -> int:
         definition = store.install(staged.definition.id, bundle)
         code_envs = run_cache()
         for endpoint in definition.endpoints:  # an env that cannot be built ends `run`, saying why
-            codeenv_python(code_envs, endpoint,
-                           store.generation_dir(definition.id, str(definition.generation)))
+            codeenv_python(code_envs, endpoint, store.generation_dir(definition.id, str(definition.generation)))
 
-        def announce(port: int, services: ServiceRegistry) -> None:
+        def announce(port: int, services: ServiceManager) -> None:
             service = services.services[definition.id]
             if not service.loaded:  # the generation did not load at all (its code env, say)
                 raise CommandError(f"service {definition.id!r} did not load: {service.problem}")
@@ -159,8 +180,10 @@ def _run(args: argparse.Namespace) -> int:
             for endpoint_id, endpoint in endpoints.items():
                 failure = endpoint.pool.failure
                 if failure is not None:
-                    print(f"endpoint {endpoint_id!r} failed to load: {failure.message}\n{failure.traceback}",
-                          file=sys.stderr)
+                    print(
+                        f"endpoint {endpoint_id!r} failed to load: {failure.message}\n{failure.traceback}",
+                        file=sys.stderr,
+                    )
                 url = f"{base}/public/api/v1/{definition.id}/{endpoint_id}/run"
                 print(f"  {endpoint_id}: {'ready' if failure is None else 'FAILED to load'}: POST {url}")
             print(f"try:\n  {ready_curl(definition, base)}", flush=True)
@@ -172,8 +195,10 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     store = DataDir(args.data_dir)
 
-    def announce(port: int, services: ServiceRegistry) -> None:
-        print(f"apinode: serving {len(services.services)} service(s) from {store.root} at http://{_reachable(args.host)}:{port}")
+    def announce(port: int, services: ServiceManager) -> None:
+        print(
+            f"apinode: serving {len(services.services)} service(s) from {store.root} at http://{_reachable(args.host)}:{port}"
+        )
         for service in services.services.values():
             state = service.state
             serving = ", ".join(state.selected()) or "no generation"
@@ -186,10 +211,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_data_dir(store: DataDir, args: argparse.Namespace, announce: Callable[[int, ServiceRegistry], None],
-                    code_envs: CodeEnvCache) -> None:
-    eventloop.run(serve(store, code_envs, args.host, args.port, max_body_bytes=int(args.max_body_mb * (1 << 20)),
-                        on_listening=announce))
+def _serve_data_dir(
+    store: DataDir, args: argparse.Namespace, announce: Callable[[int, ServiceManager], None], code_envs: CodeEnvCache
+) -> None:
+    eventloop.run(
+        serve(
+            store,
+            code_envs,
+            args.host,
+            args.port,
+            max_body_bytes=int(args.max_body_mb * (1 << 20)),
+            on_listening=announce,
+        )
+    )
 
 
 def _admin_key_create(args: argparse.Namespace) -> int:
@@ -229,13 +263,20 @@ def _envs(args: argparse.Namespace) -> int:
         for entry in entries:
             if entry.key not in users:
                 removed = cache.remove(entry.key)
-                print(f"{'removed' if removed else 'kept, being built:'} {entry.key} "
-                      f"({_megabytes(entry.size_bytes)}) {' '.join(entry.requirements)}")
+                print(
+                    f"{'removed' if removed else 'kept, being built:'} {entry.key} "
+                    f"({_megabytes(entry.size_bytes)}) {' '.join(entry.requirements)}"
+                )
         return 0
     rows = [("KEY", "SIZE", "REQUIREMENTS", "USED BY")] + [
-        (entry.key + ("" if entry.complete else " (incomplete)"), _megabytes(entry.size_bytes),
-         " ".join(entry.requirements) or "-", ", ".join(users.get(entry.key, ())) or "-")
-        for entry in entries]
+        (
+            entry.key + ("" if entry.complete else " (incomplete)"),
+            _megabytes(entry.size_bytes),
+            " ".join(entry.requirements) or "-",
+            ", ".join(users.get(entry.key, ())) or "-",
+        )
+        for entry in entries
+    ]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     for row in rows:
         print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[3]]))
@@ -257,8 +298,17 @@ def ready_curl(definition: ServiceDef, base_url: str) -> str:
     """A curl line that calls the first endpoint with its first test query (or no parameters)."""
     endpoint = definition.endpoints[0]
     query = endpoint.test_queries[0].query if endpoint.test_queries else {}
-    parts = ["curl", "-s", "-X", "POST", f"{base_url}/public/api/v1/{definition.id}/{endpoint.id}/run",
-             "-H", "Content-Type: application/json", "-d", orjson.dumps(query).decode()]
+    parts = [
+        "curl",
+        "-s",
+        "-X",
+        "POST",
+        f"{base_url}/public/api/v1/{definition.id}/{endpoint.id}/run",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        orjson.dumps(query).decode(),
+    ]
     if not definition.public_access and definition.api_keys:
         parts[2:2] = ["-u", f"{definition.api_keys[0]}:"]
     return shlex.join(parts)
@@ -269,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per call costs CPU
     try:
-        return args.handler(args)
+        status: int = args.handler(args)
+        return status
     except (CommandError, DefinitionError, BundleError, CodeEnvError, ApiError, DataDirError, OSError) as exc:
         print(f"apinode {args.command}: {exc}", file=sys.stderr)
         return 1

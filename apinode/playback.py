@@ -48,15 +48,14 @@ class NodeError(Exception):
 def matches(expected: Any, actual: Any) -> bool:
     """Whether a decoded JSON `actual` is the `expected` one (numbers within a tolerance)."""
     if isinstance(expected, bool) or isinstance(actual, bool):  # True is not 1 in JSON
-        return type(expected) is type(actual) and expected == actual
+        return type(expected) is type(actual) and bool(expected == actual)
     if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
         return math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12)
     if isinstance(expected, dict) and isinstance(actual, dict):
-        return expected.keys() == actual.keys() and all(
-            matches(value, actual[key]) for key, value in expected.items())
+        return expected.keys() == actual.keys() and all(matches(value, actual[key]) for key, value in expected.items())
     if isinstance(expected, list) and isinstance(actual, list):
         return len(expected) == len(actual) and all(map(matches, expected, actual))
-    return expected == actual
+    return bool(expected == actual)
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,15 @@ def result_cells(result: QueryResult) -> tuple[str, ...]:
     else:
         response = describe_error(result.answer)
     expected = "" if result.expected is NO_EXPECTED else _json(result.expected)
-    return (result.endpoint, result.name, str(result.status), f"{result.time_ms:.2f}", response,
-            expected, result.verdict)
+    return (
+        result.endpoint,
+        result.name,
+        str(result.status),
+        f"{result.time_ms:.2f}",
+        response,
+        expected,
+        result.verdict,
+    )
 
 
 def _json(value: Any) -> str:
@@ -132,8 +138,7 @@ class Report:
 
     def __str__(self) -> str:
         parts = [text_table(RESULT_HEADERS, [result_cells(r) for r in self.results])]
-        parts += [f"traceback of {r.endpoint} {r.name!r}:\n{r.traceback.rstrip()}"
-                  for r in self.results if r.traceback]
+        parts += [f"traceback of {r.endpoint} {r.name!r}:\n{r.traceback.rstrip()}" for r in self.results if r.traceback]
         return "\n\n".join([*parts, self.summary])
 
 
@@ -141,17 +146,21 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns aligned with spaces; long cells cut to one readable line."""
     cells = [list(headers)] + [[_cut(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-                     for row in cells)
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells)
 
 
 def _cut(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= _CELL_WIDTH else text[:_CELL_WIDTH - 3] + "..."
+    return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 3] + "..."
 
 
-def post(url: str, body: bytes, key: str | None = None, content_type: str = "application/json",
-         timeout: float = REQUEST_TIMEOUT) -> tuple[int, bytes]:
+def post(
+    url: str,
+    body: bytes,
+    key: str | None = None,
+    content_type: str = "application/json",
+    timeout: float = REQUEST_TIMEOUT,
+) -> tuple[int, bytes]:
     """POST `body`; (status, answer body) whatever the status. NodeError if nothing answers.
 
     `key` goes as HTTP Basic user name with an empty password, as the node expects.
@@ -198,8 +207,7 @@ def decode_answer(body: bytes) -> Any:
         return {"errorType": "NotJson", "message": f"the answer is not JSON: {_cut(text)!r}"}
 
 
-def play_query(url: str, service_id: str, endpoint_id: str, query: TestQuery,
-               key: str | None = None) -> QueryResult:
+def play_query(url: str, service_id: str, endpoint_id: str, query: TestQuery, key: str | None = None) -> QueryResult:
     """Play one test query on the node at `url` (its base URL)."""
     run_url = f"{url.rstrip('/')}/public/api/v1/{service_id}/{endpoint_id}/run"
     started = time.perf_counter()
@@ -213,13 +221,17 @@ def play_query(url: str, service_id: str, endpoint_id: str, query: TestQuery,
 
 def play_service(url: str, definition: ServiceDef, key: str | None = None) -> Report:
     """Play every test query of every endpoint of a service, in order."""
-    return Report(f"service {definition.id} at {url}", tuple(
-        play_query(url, definition.id, endpoint.id, query, key)
-        for endpoint in definition.endpoints for query in endpoint.test_queries))
+    return Report(
+        f"service {definition.id} at {url}",
+        tuple(
+            play_query(url, definition.id, endpoint.id, query, key)
+            for endpoint in definition.endpoints
+            for query in endpoint.test_queries
+        ),
+    )
 
 
-def play_source(source: Path, url: str | None = None, service_id: str | None = None,
-                key: str | None = None) -> Report:
+def play_source(source: Path, url: str | None = None, service_id: str | None = None, key: str | None = None) -> Report:
     """Play the test queries of a service directory, notebook or bundle.
 
     On the node at `url`, or else on a node started from `source` for the occasion. A private
@@ -240,9 +252,12 @@ def play_source(source: Path, url: str | None = None, service_id: str | None = N
 def local_node(source: Path, service_id: str) -> Iterator[str]:
     """`apinode run SOURCE --port 0` as a child process; yields its URL, stops it on exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "apinode.cli", "run", str(source), "--service", service_id,
-         "--port", "0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "apinode.cli", "run", str(source), "--service", service_id, "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     announced = threading.Event()
 

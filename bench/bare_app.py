@@ -19,11 +19,15 @@ class RunHandler(tornado.web.RequestHandler):
         result = identity(**json.loads(self.request.body))
         execution = (time.perf_counter() - started) * 1000
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({
-            "response": result,
-            "timing": {"wait": 0.0, "execution": execution, "total": execution},
-            "apiContext": {"serviceId": service_id, "endpointId": endpoint_id, "serviceGeneration": "bare"},
-        }))
+        self.finish(
+            json.dumps(
+                {
+                    "response": result,
+                    "timing": {"wait": 0.0, "execution": execution, "total": execution},
+                    "apiContext": {"serviceId": service_id, "endpointId": endpoint_id, "serviceGeneration": "bare"},
+                }
+            )
+        )
 
 
 async def main(port: int) -> None:

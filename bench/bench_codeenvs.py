@@ -61,8 +61,7 @@ def time_to_first_200(source: Path, env: dict[str, str]) -> float:
         parts = urlsplit(node.url)
         while True:
             connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-            connection.request("POST", "/public/api/v1/bench/probe/run", "{}",
-                               {"Content-Type": "application/json"})
+            connection.request("POST", "/public/api/v1/bench/probe/run", "{}", {"Content-Type": "application/json"})
             if connection.getresponse().status == 200:
                 return time.perf_counter() - started
             time.sleep(0.01)
@@ -95,23 +94,24 @@ def main() -> None:
         cache.ensure(SIX, progress=lambda line: None)
         check_ms = ensure_cached_ms(cache)
         env = {"APINODE_CODE_ENVS": str(cache.root)}
-        startup = {name: [time_to_first_200(source, env) for _ in range(args.repeat)]
-                   for name, source in (("builtin env", service(root / "builtin", None)),
-                                        ("cached code env", service(root / "codeenv", SIX)))}
+        startup = {
+            name: [time_to_first_200(source, env) for _ in range(args.repeat)]
+            for name, source in (
+                ("builtin env", service(root / "builtin", None)),
+                ("cached code env", service(root / "codeenv", SIX)),
+            )
+        }
 
-    print(f"\ncode env of six==1.16.0, built into a fresh cache (median of {args.repeat}, "
-          "min - max)")
+    print(f"\ncode env of six==1.16.0, built into a fresh cache (median of {args.repeat}, min - max)")
     print(f"  {'installer':<18}{'build s':>10}")
     for installer, times in build.items():
-        print(f"  {installer:<18}{statistics.median(times):>10.2f}   "
-              f"({min(times):.2f} - {max(times):.2f})")
+        print(f"  {installer:<18}{statistics.median(times):>10.2f}   ({min(times):.2f} - {max(times):.2f})")
     print(f"  pip / uv: {statistics.median(build['pip']) / statistics.median(build['uv']):.1f}x")
     print(f"\nensure() of an env already built: {check_ms:.3f} ms")
     print(f"\n`apinode run` to first 200 (median of {args.repeat}, min - max)")
     print(f"  {'endpoint in':<18}{'seconds':>10}")
     for name, times in startup.items():
-        print(f"  {name:<18}{statistics.median(times):>10.2f}   "
-              f"({min(times):.2f} - {max(times):.2f})")
+        print(f"  {name:<18}{statistics.median(times):>10.2f}   ({min(times):.2f} - {max(times):.2f})")
 
 
 if __name__ == "__main__":

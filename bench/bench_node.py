@@ -34,19 +34,41 @@ BODY = json.dumps({"customer": "c-1042", "age": 35, "days": 344, "price": 600.5,
 PATH = "/public/api/v1/bench/identity/run"
 SERVICE = {
     "id": "bench",
-    "endpoints": [{"id": "identity", "code": "identity.py", "function": "identity",
-                   "pool": {"floor": 2, "cruise": 2, "ceil": 2, "queue": 64}}],
+    "endpoints": [
+        {
+            "id": "identity",
+            "code": "identity.py",
+            "function": "identity",
+            "pool": {"floor": 2, "cruise": 2, "ceil": 2, "queue": 64},
+        }
+    ],
 }
 
 
 def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) measured by wrk."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\n'
-                     'wrk.headers["Content-Type"] = "application/json"\n')
+        script.write(
+            f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\nwrk.headers["Content-Type"] = "application/json"\n'
+        )
     out = subprocess.run(
-        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", script.name, url + PATH],
-        capture_output=True, text=True, check=True).stdout
+        [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            script.name,
+            url + PATH,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     Path(script.name).unlink()
     if "Non-2xx" in out:
         raise RuntimeError(f"errors under load:\n{out}")
@@ -95,7 +117,9 @@ def time_to_first_200(source: Path) -> float:
         parts = urlsplit(node.url)
         while True:
             connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-            connection.request("POST", "/public/api/v1/quickstart/score/run", body, {"Content-Type": "application/json"})
+            connection.request(
+                "POST", "/public/api/v1/quickstart/score/run", body, {"Content-Type": "application/json"}
+            )
             if connection.getresponse().status == 200:
                 return time.perf_counter() - started
             time.sleep(0.01)

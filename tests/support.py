@@ -25,11 +25,18 @@ class NodeProcess:
     `program` replaces `python -m apinode.cli` for a baseline server that announces itself alike.
     """
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60,
-                 program: tuple[str, ...] = (sys.executable, "-m", "apinode.cli")) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 60,
+        program: tuple[str, ...] = (sys.executable, "-m", "apinode.cli"),
+    ) -> None:
         self.process = subprocess.Popen(
             [*program, *args, "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, **(env or {})},
         )
         self.lines: list[str] = []
@@ -122,8 +129,7 @@ def eventually(check, timeout: float = 10, interval: float = 0.02):
 
 def apinode(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run an `apinode` command to its end; its stdout and stderr as text."""
-    result = subprocess.run([sys.executable, "-m", "apinode.cli", *args], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "-m", "apinode.cli", *args], capture_output=True, text=True, timeout=60)
     if check and result.returncode != 0:
         raise AssertionError(f"apinode {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
@@ -136,17 +142,23 @@ def make_admin_key(data_dir: Path) -> str:
     return lines[0]
 
 
-def make_bundle(directory: Path, service_id: str, generation: str, code: str = "", *,
-                pool: dict | None = None, **service: object) -> Path:
+def make_bundle(
+    directory: Path, service_id: str, generation: str, code: str = "", *, pool: dict | None = None, **service: object
+) -> Path:
     """A one-endpoint service (endpoint "which") built as a bundle `<directory>/<service>-<gen>.zip`.
 
     By default the endpoint answers {"generation": <gen>, "pid": ...}, after an optional `delay`.
     """
     source = directory / f"{service_id}-{generation}"
     source.mkdir(parents=True)
-    (source / "which.py").write_text(code or (
-        "import os, time\n\n"
-        f"def which(delay=0.0):\n    time.sleep(delay)\n    return {{'generation': {generation!r}, 'pid': os.getpid()}}\n"))
+    (source / "which.py").write_text(
+        code
+        or (
+            "import os, time\n\n"
+            "def which(delay=0.0):\n    time.sleep(delay)\n"
+            f"    return {{'generation': {generation!r}, 'pid': os.getpid()}}\n"
+        )
+    )
     endpoint = {"id": "which", "code": "which.py", "function": "which", "pool": pool or {}}
     (source / "service.json").write_text(json.dumps({"id": service_id, "endpoints": [endpoint], **service}))
     bundle = directory / f"{service_id}-{generation}.zip"

@@ -16,10 +16,10 @@ import dataikuapi
 import pytest
 import requests
 from dataikuapi.utils import DataikuException
+from support import SERVICES, NodeProcess, apinode, eventually, make_admin_key, make_bundle
 
 from apinode.packaging.bundles import write_bundle
 from apinode.packaging.staging import stage_directory
-from support import NodeProcess, SERVICES, apinode, eventually, make_admin_key, make_bundle
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def deploy(admin, bundles, service_id, *generations, **options):
     admin.create_service(service_id)
     for generation in generations:
         admin.service(service_id).import_generation_from_archive(
-            str(make_bundle(bundles, service_id, generation, **options)))
+            str(make_bundle(bundles, service_id, generation, **options))
+        )
     admin.service(service_id).switch_to_newest()
 
 
@@ -81,8 +82,13 @@ def assert_error(response, status, error_type, *fragments):
 
 def test_admin_calls_need_a_valid_key(node, key):
     for auth in (None, ("not-a-key", "")):
-        for method, path in (("GET", "services"), ("POST", "services"), ("GET", "metrics"),
-                             ("GET", "no/such/thing"), ("POST", "services/x/generations/actions/upload")):
+        for method, path in (
+            ("GET", "services"),
+            ("POST", "services"),
+            ("GET", "metrics"),
+            ("GET", "no/such/thing"),
+            ("POST", "services/x/generations/actions/upload"),
+        ):
             response = requests.request(method, f"{node.url}/admin/api/{path}", auth=auth, timeout=10)
             assert_error(response, 401, "Unauthorized", "admin key", "admin-key-create")
     assert_error(requests.get(f"{node.url}/admin/api/no/such/thing", auth=(key, ""), timeout=10), 404, "NotFound")
@@ -94,8 +100,14 @@ def test_service_lifecycle(node, admin, bundles, data_dir):
     admin.create_service("life")
     with pytest.raises(DataikuException, match="Conflict: service 'life' already exists"):
         admin.create_service("life")
-    assert_error(requests.post(f"{node.url}/admin/api/services", json={"serviceId": "bad id"},
-                               auth=(admin.api_key, ""), timeout=10), 400, "BadRequest", "serviceId")
+    assert_error(
+        requests.post(
+            f"{node.url}/admin/api/services", json={"serviceId": "bad id"}, auth=(admin.api_key, ""), timeout=10
+        ),
+        400,
+        "BadRequest",
+        "serviceId",
+    )
     listed = {service["id"]: service for service in admin.list_services()}
     assert listed["life"]["enabled"] is True and listed["life"]["activeGeneration"] is None
     assert_error(call(node, "life"), 404, "NotFound", "no active generation")
@@ -126,9 +138,13 @@ def test_generations_import_upload_and_switch(node, admin, bundles):
     service = admin.service("gens")
     admin.create_service("gens")
     service.import_generation_from_archive(str(make_bundle(bundles, "gens", "g1")))
-    upload = requests.post(f"{node.url}/admin/api/services/gens/generations/actions/upload",
-                           data=make_bundle(bundles, "gens", "g2").read_bytes(), auth=(admin.api_key, ""),
-                           headers={"Content-Type": "application/zip"}, timeout=30)
+    upload = requests.post(
+        f"{node.url}/admin/api/services/gens/generations/actions/upload",
+        data=make_bundle(bundles, "gens", "g2").read_bytes(),
+        auth=(admin.api_key, ""),
+        headers={"Content-Type": "application/zip"},
+        timeout=30,
+    )
     assert upload.status_code == 200 and upload.json() == {"generation": "g2"}
     assert service.list_generations() == ["g1", "g2"]
     with pytest.raises(DataikuException, match="Conflict: service 'gens' already has generation 'g1'"):
@@ -140,7 +156,10 @@ def test_generations_import_upload_and_switch(node, admin, bundles):
     assert generation_of(node, "gens") == "g1"
     with pytest.raises(DataikuException, match="NotFound: service 'gens' has no generation 'g9'"):
         service.switch_to_single_generation("g9")
-    generations = {generation["id"]: generation for generation in next(s for s in admin.list_services() if s["id"] == "gens")["generations"]}
+    generations = {
+        generation["id"]: generation
+        for generation in next(s for s in admin.list_services() if s["id"] == "gens")["generations"]
+    }
     assert generations["g1"]["serving"] and not generations["g2"]["serving"]
     assert not generations["g2"]["loaded"]  # switched away from: drained and stopped
 
@@ -155,20 +174,26 @@ def zip_of(entries):
 
 GOOD_SERVICE = {"id": "safe", "endpoints": [{"id": "which", "code": "which.py", "function": "which"}]}
 BROKEN_BUNDLES = {
-    "zip-slip": (zip_of({"service.json": json.dumps(GOOD_SERVICE), "which.py": "", "../evil.py": "x"}),
-                 "'..' in path"),
-    "bad service.json": (zip_of({"service.json": '{"id": "safe", "endpoints": [], "extra": 1}'}),
-                         'unknown field "extra"'),
+    "zip-slip": (zip_of({"service.json": json.dumps(GOOD_SERVICE), "which.py": "", "../evil.py": "x"}), "'..' in path"),
+    "bad service.json": (
+        zip_of({"service.json": '{"id": "safe", "endpoints": [], "extra": 1}'}),
+        'unknown field "extra"',
+    ),
     "not JSON": (zip_of({"service.json": "{nope"}), "not valid JSON"),
-    "another service": (zip_of({"service.json": json.dumps({**GOOD_SERVICE, "id": "other"}), "which.py": ""}),
-                        "it holds service 'other', not 'safe'"),
+    "another service": (
+        zip_of({"service.json": json.dumps({**GOOD_SERVICE, "id": "other"}), "which.py": ""}),
+        "it holds service 'other', not 'safe'",
+    ),
     "not a zip": (b"PK but not really", "not a bundle (zip) file"),
 }
 
 
 def tree(directory):
-    return sorted((str(path.relative_to(directory)), path.stat().st_size if path.is_file() else None)
-                  for path in directory.rglob("*") if "logs" not in path.parts)
+    return sorted(
+        (str(path.relative_to(directory)), path.stat().st_size if path.is_file() else None)
+        for path in directory.rglob("*")
+        if "logs" not in path.parts
+    )
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_BUNDLES))
@@ -183,8 +208,9 @@ def test_a_broken_bundle_changes_nothing(node, admin, bundles, data_dir, case, r
         response = requests.post(url, data=content, auth=(admin.api_key, ""), timeout=30)
     else:
         (bundles / "broken.zip").write_bytes(content)
-        response = requests.post(url, params={"filePath": str(bundles / "broken.zip")}, auth=(admin.api_key, ""),
-                                 timeout=30)
+        response = requests.post(
+            url, params={"filePath": str(bundles / "broken.zip")}, auth=(admin.api_key, ""), timeout=30
+        )
     assert_error(response, 400, "BadRequest", "refused", fragment)
     assert tree(data_dir) == before
     assert admin.service("safe").list_generations() == generations
@@ -204,7 +230,7 @@ def test_switch_under_load_loses_no_request(node, admin, bundles):
             started = time.perf_counter()
             try:
                 outcome = api.run_function("which", delay=0.002)["response"]["generation"]
-            except Exception as error:  # noqa: BLE001 - every failure is what this test counts
+            except Exception as error:
                 outcome = f"FAILED: {error}"
             calls.append((started, time.perf_counter(), outcome))
 
@@ -218,7 +244,7 @@ def test_switch_under_load_loses_no_request(node, admin, bundles):
                 admin.service("busy").switch_to_single_generation(generation)
                 switches.append((switch_started, time.perf_counter()))
                 seen = len(calls)
-                eventually(lambda: len(calls) >= seen + 40)
+                eventually(lambda seen=seen: len(calls) >= seen + 40)
         finally:
             stop.set()
             for future in running:
@@ -226,11 +252,16 @@ def test_switch_under_load_loses_no_request(node, admin, bundles):
 
     failures = [outcome for _, _, outcome in calls if outcome.startswith("FAILED")]
     assert failures == []
-    during = [end - start for start, end, _ in calls
-              if any(start < switch_end and end > switch_start for switch_start, switch_end in switches)]
-    print(f"\nswitch under load: {len(calls)} requests by 4 clients, 3 switches, 0 failed; "
-          f"{len(during)} requests overlapped a switch, the longest took {max(during) * 1000:.1f} ms; "
-          f"switches took {', '.join(f'{(end - start) * 1000:.0f} ms' for start, end in switches)}")
+    during = [
+        end - start
+        for start, end, _ in calls
+        if any(start < switch_end and end > switch_start for switch_start, switch_end in switches)
+    ]
+    print(
+        f"\nswitch under load: {len(calls)} requests by 4 clients, 3 switches, 0 failed; "
+        f"{len(during)} requests overlapped a switch, the longest took {max(during) * 1000:.1f} ms; "
+        f"switches took {', '.join(f'{(end - start) * 1000:.0f} ms' for start, end in switches)}"
+    )
     assert {outcome for _, _, outcome in calls} == {"g1", "g2"}
     assert calls[-1][2] == "g2"
     assert len(node.pipelines("busy/which")) == 4  # the retired generation's pipelines are gone
@@ -239,9 +270,13 @@ def test_switch_under_load_loses_no_request(node, admin, bundles):
 def test_a_generation_that_does_not_load_is_refused(node, admin, bundles):
     deploy(admin, bundles, "sturdy", "g1")
     admin.service("sturdy").import_generation_from_archive(
-        str(make_bundle(bundles, "sturdy", "g2", "raise RuntimeError('bad model file')\n")))
-    with pytest.raises(DataikuException, match="EndpointLoadFailed: generation 'g2' of service 'sturdy' did "
-                                               "not load, so nothing was switched: .*bad model file"):
+        str(make_bundle(bundles, "sturdy", "g2", "raise RuntimeError('bad model file')\n"))
+    )
+    with pytest.raises(
+        DataikuException,
+        match="EndpointLoadFailed: generation 'g2' of service 'sturdy' did "
+        "not load, so nothing was switched: .*bad model file",
+    ):
         admin.service("sturdy").switch_to_newest()
     assert generation_of(node, "sturdy") == "g1"
     assert {service["id"]: service for service in admin.list_services()}["sturdy"]["activeGeneration"] == "g1"
@@ -251,17 +286,22 @@ def test_a_generation_that_does_not_load_is_refused(node, admin, bundles):
 def test_mapping_splits_traffic_and_dispatch_picks(node, admin, bundles):
     deploy(admin, bundles, "split", "g1", "g2")
     service = admin.service("split")
-    service.set_generations_mapping({"entries": [{"generation": "g1", "proba": 0.5},
-                                                 {"generation": "g2", "proba": 0.5}], "hashBased": False})
+    service.set_generations_mapping(
+        {"entries": [{"generation": "g1", "proba": 0.5}, {"generation": "g2", "proba": 0.5}], "hashBased": False}
+    )
     assert {generation_of(node, "split") for _ in range(60)} == {"g1", "g2"}
     assert {generation_of(node, "split", {"dispatch": {"forcedGeneration": "g2"}}) for _ in range(10)} == {"g2"}
-    assert_error(call(node, "split", {"dispatch": {"forcedGeneration": "g7"}}), 404, "NotFound",
-                 "forcedGeneration", "'g7'")
+    assert_error(
+        call(node, "split", {"dispatch": {"forcedGeneration": "g7"}}), 404, "NotFound", "forcedGeneration", "'g7'"
+    )
 
-    service.set_generations_mapping({"entries": [{"generation": "g1", "proba": 0.5},
-                                                 {"generation": "g2", "proba": 0.5}], "hashBased": True})
-    by_key = {key: {generation_of(node, "split", {"dispatch": {"dispatchKey": key}}) for _ in range(5)}
-              for key in map(str, range(30))}
+    service.set_generations_mapping(
+        {"entries": [{"generation": "g1", "proba": 0.5}, {"generation": "g2", "proba": 0.5}], "hashBased": True}
+    )
+    by_key = {
+        key: {generation_of(node, "split", {"dispatch": {"dispatchKey": key}}) for _ in range(5)}
+        for key in map(str, range(30))
+    }
     assert all(len(generations) == 1 for generations in by_key.values())  # one key, one generation
     assert set().union(*by_key.values()) == {"g1", "g2"}
 
@@ -334,8 +374,11 @@ def test_pool_overrides_apply_when_a_generation_loads(node, admin, bundles, data
     assert len(node.pipelines("tuned/which")) == 3
     override.write_text('{"pool": {"floor": 0}}')
     admin.service("tuned").import_generation_from_archive(str(make_bundle(bundles, "tuned", "g2")))
-    with pytest.raises(DataikuException, match=r"BadRequest: pool override refused: .*which\.json: pool.floor: "
-                                               "expected an integer >= 1"):
+    with pytest.raises(
+        DataikuException,
+        match=r"BadRequest: pool override refused: .*which\.json: pool.floor: "
+        "expected an integer >= 1",
+    ):
         admin.service("tuned").switch_to_newest()
     assert generation_of(node, "tuned") == "g1"
 
@@ -354,11 +397,11 @@ def test_metrics_json_and_prometheus(node, admin, bundles):
     text = requests.get(f"{node.url}/metrics", timeout=10).text
     labels = 'endpoint="which",generation="g1",service="measured"'
     assert f'apinode_requests_total{{{labels},status="200"}} 3.0' in text
-    assert f'apinode_request_duration_seconds_count{{{labels}}} 4.0' in text
-    assert f'apinode_pipelines_alive{{{labels}}} 1.0' in text
-    assert f'apinode_pipelines_busy{{{labels}}} 0.0' in text
-    assert f'apinode_queue_depth{{{labels}}} 0.0' in text
-    assert f'apinode_rejections_total{{{labels}}} 0.0' in text
+    assert f"apinode_request_duration_seconds_count{{{labels}}} 4.0" in text
+    assert f"apinode_pipelines_alive{{{labels}}} 1.0" in text
+    assert f"apinode_pipelines_busy{{{labels}}} 0.0" in text
+    assert f"apinode_queue_depth{{{labels}}} 0.0" in text
+    assert f"apinode_rejections_total{{{labels}}} 0.0" in text
 
 
 def test_query_log_lines(node, admin, bundles, data_dir):
@@ -374,7 +417,9 @@ def test_query_log_lines(node, admin, bundles, data_dir):
 
     logged = eventually(lambda: len(lines("logged")) >= 2 and lines("logged"))
     assert [(line["endpoint"], line["generation"], line["status"]) for line in logged] == [
-        ("which", "g1", 200), ("which", "g1", 400)]
+        ("which", "g1", 200),
+        ("which", "g1", 400),
+    ]
     assert [line["parameters"] for line in logged] == [{"delay": 0.001}, {"nope": 1}]
     assert logged[0]["timing"]["total"] > 0 and logged[0]["time"].endswith("+00:00")
     quiet = eventually(lambda: len(lines("quiet")) >= 2 and lines("quiet"))
@@ -393,7 +438,8 @@ def test_apinode_admin_command(node, key, bundles):
     assert json.loads(admin_command("service-switch-to-newest", "cli").stdout)["activeGeneration"] == "g2"
     mapping = '{"entries": [{"generation": "g1", "proba": 1}], "hashBased": false}'
     assert json.loads(admin_command("service-set-mapping", "cli", mapping).stdout)["mapping"]["entries"] == [
-        {"generation": "g1", "proba": 1.0}]
+        {"generation": "g1", "proba": 1.0}
+    ]
     generations = json.loads(admin_command("service-list-generations", "cli").stdout)["generations"]
     assert generations == ["g1", "g2"]
     assert json.loads(admin_command("service-disable", "cli").stdout)["enabled"] is False
@@ -413,10 +459,22 @@ def test_an_endpoint_whose_code_env_fails_fails_alone(node, admin, key, bundles)
     source = bundles / "envs"
     source.mkdir()
     (source / "f.py").write_text("def f():\n    return 1\n")
-    (source / "service.json").write_text(json.dumps({"id": "envs", "endpoints": [
-        {"id": "fine", "code": "f.py", "function": "f"},
-        {"id": "broken", "code": "f.py", "function": "f",
-         "codeEnv": {"requirements": ["apinode-no-such-package-xyz==1.0"]}}]}))
+    (source / "service.json").write_text(
+        json.dumps(
+            {
+                "id": "envs",
+                "endpoints": [
+                    {"id": "fine", "code": "f.py", "function": "f"},
+                    {
+                        "id": "broken",
+                        "code": "f.py",
+                        "function": "f",
+                        "codeEnv": {"requirements": ["apinode-no-such-package-xyz==1.0"]},
+                    },
+                ],
+            }
+        )
+    )
     bundle = bundles / "envs.zip"
     write_bundle(stage_directory(source), bundle, "g1")
     admin.create_service("envs")

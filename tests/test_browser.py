@@ -15,24 +15,34 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from support import eventually, write_notebook
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 BASE_URL = "/a%40b/"  # an escaped character in the prefix, as a proxy in front of Jupyter may add
 SHOTS = Path("/tmp")
 
 pytestmark = [
     pytest.mark.timeout(180),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: the browser tests drive Debian's "
-                                                     "chromium (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"no {CHROMIUM}: the browser tests drive Debian's chromium (apt-get install chromium)",
+    ),
 ]
 
 ADD = "%%api_endpoint demo/add --function add\ndef add(a, b):\n    return a + b\n"
-ADD_QUERIES = ('%%api_test_queries demo/add\n[{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},\n'
-               ' {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]')
+ADD_QUERIES = (
+    '%%api_test_queries demo/add\n[{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},\n'
+    ' {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]'
+)
 BROKEN = "%%api_endpoint demo/broken --function f\nimport no_such_module_here\n\ndef f():\n    return 1\n"
 
 
@@ -48,15 +58,35 @@ def jupyter(tmp_path: Path, app: str) -> Iterator[tuple[str, str]]:
     in Jupyter directories of its own; yields (its URL, its token); stops it with SIGTERM, as a
     user's Ctrl-C would, and checks that its dev server went with it."""
     runtime = tmp_path / "runtime"
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-           "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_PLATFORM_DIRS": "1"}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
     token = secrets.token_hex(16)
     with (tmp_path / f"{app}.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={free_port()}",
-             "--port-retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path / 'root'}",
-             f"--ServerApp.base_url={BASE_URL}", '--ServerApp.jpserver_extensions={"apinode": True}'],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                app,
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={free_port()}",
+                "--port-retries=0",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={tmp_path / 'root'}",
+                f"--ServerApp.base_url={BASE_URL}",
+                '--ServerApp.jpserver_extensions={"apinode": True}',
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         info = runtime / f"jpserver-{process.pid}.json"
         eventually(lambda: info.exists() or process.poll() is not None, timeout=60, interval=0.1)

@@ -39,8 +39,7 @@ def make_service(root, **endpoint):
     definition = {
         "id": "churn",
         "endpoints": [
-            {"id": "score", "code": "src/score.py", "function": "f",
-             "folders": ["models", "other/models"], **endpoint},
+            {"id": "score", "code": "src/score.py", "function": "f", "folders": ["models", "other/models"], **endpoint},
             {"id": "sum", "code": "sum.py", "function": "g", "folders": ["./models"]},
         ],
     }
@@ -70,18 +69,29 @@ def test_stage_directory_rewrites_paths_and_collects_files(tmp_path):
     assert score.folders == ("folders/models", "folders/models-2")
     assert total.folders == ("folders/models",)
     assert sorted(staged.files) == [
-        "endpoints/score/score.py", "endpoints/sum/sum.py", "folders/models-2/b.txt",
-        "folders/models/a.txt", "folders/models/deep/w.bin"]
+        "endpoints/score/score.py",
+        "endpoints/sum/sum.py",
+        "folders/models-2/b.txt",
+        "folders/models/a.txt",
+        "folders/models/deep/w.bin",
+    ]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda root: (root / "sum.py").unlink(), "endpoint sum: code file not found"),
-    (lambda root: (root / "other" / "models" / "b.txt").unlink() or
-     (root / "other" / "models").rmdir(), "endpoint score: folder not found"),
-    (lambda root: (root / "models" / "link").symlink_to(root / "sum.py"),
-     "endpoint score: folder models: symbolic links cannot be bundled"),
-    (lambda root: (root / "service.json").unlink(), "service.json: cannot read"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda root: (root / "sum.py").unlink(), "endpoint sum: code file not found"),
+        (
+            lambda root: (root / "other" / "models" / "b.txt").unlink() or (root / "other" / "models").rmdir(),
+            "endpoint score: folder not found",
+        ),
+        (
+            lambda root: (root / "models" / "link").symlink_to(root / "sum.py"),
+            "endpoint score: folder models: symbolic links cannot be bundled",
+        ),
+        (lambda root: (root / "service.json").unlink(), "service.json: cannot read"),
+    ],
+)
 def test_stage_directory_errors(tmp_path, change, message):
     make_service(tmp_path)
     change(tmp_path)
@@ -99,7 +109,8 @@ def test_same_input_same_bytes(tmp_path):
         infos = archive.infolist()
     assert [i.filename for i in infos] == sorted(i.filename for i in infos)
     assert {(i.date_time, i.external_attr >> 16, i.extra) for i in infos} == {
-        ((1980, 1, 1, 0, 0, 0), stat.S_IFREG | 0o644, b"")}
+        ((1980, 1, 1, 0, 0, 0), stat.S_IFREG | 0o644, b"")
+    }
 
 
 def test_generation_is_derived_from_content_unless_given(tmp_path):
@@ -166,8 +177,7 @@ def test_a_bundle_is_a_source_that_bundles_to_the_same_bytes(tmp_path):
 
 
 def test_hand_made_zip_gets_a_content_generation_and_empty_folders():
-    service = json.dumps({"id": "s", "endpoints": [
-        {"id": "e", "code": "e.py", "function": "f", "folders": ["data"]}]})
+    service = json.dumps({"id": "s", "endpoints": [{"id": "e", "code": "e.py", "function": "f", "folders": ["data"]}]})
     staged = open_bundle(zip_of([("service.json", service), ("e.py", "x"), ("data/", "")]))
     assert staged.definition.generation.startswith("g-")
     assert staged.files == {"e.py": b"x"}
@@ -175,32 +185,50 @@ def test_hand_made_zip_gets_a_content_generation_and_empty_folders():
 
 BAD_BUNDLES = {
     "parent": (zip_of([("service.json", SERVICE), ("../x", "x")]), "'../x' refused: '..' in path"),
-    "absolute": (zip_of([("service.json", SERVICE), ("/etc/x", "x")]),
-                 "'/etc/x' refused: absolute"),
+    "absolute": (zip_of([("service.json", SERVICE), ("/etc/x", "x")]), "'/etc/x' refused: absolute"),
     "inner parent": (zip_of([("service.json", SERVICE), ("a/../../x", "x")]), "'..' in path"),
     "drive": (zip_of([("service.json", SERVICE), ("C:/x", "x")]), "'C:/x' refused: absolute"),
     "backslash": (zip_of([("service.json", SERVICE), ("a\\x", "x")]), "backslash"),
     "empty segment": (zip_of([("service.json", SERVICE), ("a//x", "x")]), "empty or '.'"),
-    "symlink": (zip_of([("service.json", SERVICE), ("e.py", "/etc/passwd")],
-                       {"e.py": (stat.S_IFLNK | 0o777) << 16}), "'e.py' refused: symbolic link"),
-    "duplicate": (zip_of([("service.json", SERVICE), ("e.py", "a"), ("e.py", "b")]),
-                  "'e.py' refused: duplicate name"),
-    "file and folder": (zip_of([("service.json", SERVICE), ("e.py", "a"), ("e.py/b", "b")]),
-                        "'e.py' refused: both a file and a folder"),
-    "declared size": (zip_of([("service.json", SERVICE), ("e.py", "x" * 101)]),
-                      "'e.py' refused: 101 bytes, past the limit of 100 per file"),
-    "total size": (zip_of([("service.json", SERVICE), ("e.py", "x" * 100)]),
-                   "'e.py' refused: the entries add up past the limit of 150 bytes"),
-    "entries": (zip_of([("service.json", SERVICE)] + [(f"{i}.py", "") for i in range(5)]),
-                "6 entries, past the limit of 5"),
+    "symlink": (
+        zip_of([("service.json", SERVICE), ("e.py", "/etc/passwd")], {"e.py": (stat.S_IFLNK | 0o777) << 16}),
+        "'e.py' refused: symbolic link",
+    ),
+    "duplicate": (zip_of([("service.json", SERVICE), ("e.py", "a"), ("e.py", "b")]), "'e.py' refused: duplicate name"),
+    "file and folder": (
+        zip_of([("service.json", SERVICE), ("e.py", "a"), ("e.py/b", "b")]),
+        "'e.py' refused: both a file and a folder",
+    ),
+    "declared size": (
+        zip_of([("service.json", SERVICE), ("e.py", "x" * 101)]),
+        "'e.py' refused: 101 bytes, past the limit of 100 per file",
+    ),
+    "total size": (
+        zip_of([("service.json", SERVICE), ("e.py", "x" * 100)]),
+        "'e.py' refused: the entries add up past the limit of 150 bytes",
+    ),
+    "entries": (
+        zip_of([("service.json", SERVICE)] + [(f"{i}.py", "") for i in range(5)]),
+        "6 entries, past the limit of 5",
+    ),
     "not a zip": (b"PK but not really", "bundle: not a bundle (zip) file"),
     "no service.json": (zip_of([("e.py", "x")]), "missing service.json"),
     "no code": (zip_of([("service.json", SERVICE)]), "code file 'e.py' is not in the bundle"),
-    "folder below a file": (zip_of([("service.json", json.dumps({"id": "s", "endpoints": [
-        {"id": "e", "code": "e.py", "function": "f", "folders": ["e.py/x"]}]})), ("e.py", "")]),
-        "endpoint e: folder 'e.py/x' refused: 'e.py' is a file, not a folder"),
-    "bad service.json": (zip_of([("service.json", "{}"), ("e.py", "")]),
-                         "bundle: service.json: id: expected an id"),
+    "folder below a file": (
+        zip_of(
+            [
+                (
+                    "service.json",
+                    json.dumps(
+                        {"id": "s", "endpoints": [{"id": "e", "code": "e.py", "function": "f", "folders": ["e.py/x"]}]}
+                    ),
+                ),
+                ("e.py", ""),
+            ]
+        ),
+        "endpoint e: folder 'e.py/x' refused: 'e.py' is a file, not a folder",
+    ),
+    "bad service.json": (zip_of([("service.json", "{}"), ("e.py", "")]), "bundle: service.json: id: expected an id"),
 }
 
 
@@ -209,7 +237,7 @@ def lying_size_zip():
     data = bytearray(zip_of([("service.json", SERVICE), ("e.py", "x" * 100)]))
     for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
         at = data.rfind(signature)
-        data[at + offset:at + offset + 4] = (5).to_bytes(4, "little")
+        data[at + offset : at + offset + 4] = (5).to_bytes(4, "little")
     return bytes(data)
 
 
@@ -236,8 +264,10 @@ def test_read_bundle_names_the_file(tmp_path):
 
 
 def test_a_wheelhouse_below_a_file_is_refused(tmp_path):
-    service = {"id": "s", "endpoints": [{"id": "e", "code": "a", "function": "f",
-                                         "codeEnv": {"requirements": [], "wheelhouse": "a/w"}}]}
+    service = {
+        "id": "s",
+        "endpoints": [{"id": "e", "code": "a", "function": "f", "codeEnv": {"requirements": [], "wheelhouse": "a/w"}}],
+    }
     with pytest.raises(BundleError, match="folder 'a/w' refused: 'a' is a file, not a folder"):
         extract_bundle(zip_of([("service.json", json.dumps(service)), ("a", "")]), tmp_path / "g")
     assert list(tmp_path.iterdir()) == []

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from support import NodeProcess, children
 
 from apinode.cli import main
-from support import NodeProcess, children
 
 QUICKSTART = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
 CODE = "def double(x):\n    if x < 0:\n        raise ValueError('negative')\n    return 2 * x\n"
@@ -19,11 +19,24 @@ def service_dir(path: Path, *queries: dict) -> Path:
     """A private service `pb` with one endpoint `double` and the given test queries."""
     path.mkdir()
     (path / "double.py").write_text(CODE)
-    (path / "service.json").write_text(json.dumps({
-        "id": "pb", "publicAccess": False, "apiKeys": ["k-1"],
-        "endpoints": [{"id": "double", "code": "double.py", "function": "double",
-                       "pool": {"floor": 1, "ceil": 1}, "testQueries": list(queries)}],
-    }))
+    (path / "service.json").write_text(
+        json.dumps(
+            {
+                "id": "pb",
+                "publicAccess": False,
+                "apiKeys": ["k-1"],
+                "endpoints": [
+                    {
+                        "id": "double",
+                        "code": "double.py",
+                        "function": "double",
+                        "pool": {"floor": 1, "ceil": 1},
+                        "testQueries": list(queries),
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -41,8 +54,9 @@ def node(tmp_path_factory):
 
 
 def rows(output: str) -> dict[str, list[str]]:
-    return {line.split()[1]: line.split() for line in output.splitlines()[1:] if line.strip()
-            and line.startswith("double")}
+    return {
+        line.split()[1]: line.split() for line in output.splitlines()[1:] if line.strip() and line.startswith("double")
+    }
 
 
 def test_all_pass_with_url_and_the_services_own_key(node, tmp_path, capsys):
@@ -52,12 +66,14 @@ def test_all_pass_with_url_and_the_services_own_key(node, tmp_path, capsys):
     assert out.rstrip().endswith(f"service pb at {node.url}: 1 query, all passed")
 
 
-@pytest.mark.parametrize("query, status, shown", [
-    (MISMATCH, "200", ["4", "5", "FAIL"]),
-    (RAISES, "500", ["FunctionError:", "the", "function", "raised", "ValueError:", "negative", "0",
-                     "FAIL"]),
-    (UNEXPECTED, "400", ["InvalidParameters:"]),
-])
+@pytest.mark.parametrize(
+    "query, status, shown",
+    [
+        (MISMATCH, "200", ["4", "5", "FAIL"]),
+        (RAISES, "500", ["FunctionError:", "the", "function", "raised", "ValueError:", "negative", "0", "FAIL"]),
+        (UNEXPECTED, "400", ["InvalidParameters:"]),
+    ],
+)
 def test_a_mismatch_or_an_error_exits_1(node, tmp_path, capsys, query, status, shown):
     assert main(["test", str(service_dir(tmp_path / "pb", PASS, query)), "--url", node.url]) == 1
     out = capsys.readouterr().out
@@ -77,10 +93,13 @@ def test_without_url_a_node_is_started_and_stopped(tmp_path, capsys):
     assert children(os.getpid()) == before
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--url", "http://127.0.0.1:1"], "apinode test: cannot reach http://127.0.0.1:1/public/api/v1/"),
-    (["--service", "other"], "defines service 'pb', not 'other'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--url", "http://127.0.0.1:1"], "apinode test: cannot reach http://127.0.0.1:1/public/api/v1/"),
+        (["--service", "other"], "defines service 'pb', not 'other'"),
+    ],
+)
 def test_what_cannot_be_played_is_one_line_and_exits_1(tmp_path, capsys, args, message):
     assert main(["test", str(service_dir(tmp_path / "pb", PASS)), *args]) == 1
     err = capsys.readouterr().err

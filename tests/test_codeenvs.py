@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import NodeProcess
 
 from apinode.cli import main
-from apinode.node.codeenv_binding import codeenv_python
+from apinode.node.interpreters import codeenv_python
 from apinode.packaging.bundles import extract_bundle
 from apinode.packaging.codeenvs import (
     MARKER,
@@ -30,7 +31,6 @@ from apinode.packaging.codeenvs import (
 from apinode.packaging.definitions import CodeEnv, DefinitionError, parse_service
 from apinode.packaging.installers import uv_sources_from_pip_config
 from apinode.packaging.staging import stage_directory
-from support import NodeProcess
 
 SIX = CodeEnv(("six==1.16.0",))
 MISSING = "apinode-no-such-package-xyz==1.0"
@@ -61,16 +61,27 @@ def uv_path(monkeypatch):
 
 
 def python_says(python, code):
-    return subprocess.run([str(python), "-s", "-c", code], capture_output=True, text=True,
-                          timeout=60).stdout.strip()
+    return subprocess.run([str(python), "-s", "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
 
 
 def imports_of(built):
     """Which of six and tornado the env's interpreter imports, run as pipelines run it."""
-    return json.loads(subprocess.run(
-        [str(built.python), "-s", "-c", "import importlib.util, json; print(json.dumps("
-         "{m: importlib.util.find_spec(m) is not None for m in ('six', 'tornado')}))"],
-        capture_output=True, text=True, env=built.env_vars, timeout=60, check=True).stdout)
+    return json.loads(
+        subprocess.run(
+            [
+                str(built.python),
+                "-s",
+                "-c",
+                "import importlib.util, json; print(json.dumps("
+                "{m: importlib.util.find_spec(m) is not None for m in ('six', 'tornado')}))",
+            ],
+            capture_output=True,
+            text=True,
+            env=built.env_vars,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
 
 
 def service_dir(root, endpoints, **files):
@@ -78,17 +89,24 @@ def service_dir(root, endpoints, **files):
     (root / "probe.py").write_text(PROBE)
     for name, text in files.items():
         (root / name).write_text(text)
-    (root / "service.json").write_text(json.dumps({"id": "envs", "endpoints": [
-        {"code": "probe.py", "function": "probe", **endpoint} for endpoint in endpoints]}))
+    (root / "service.json").write_text(
+        json.dumps(
+            {
+                "id": "envs",
+                "endpoints": [{"code": "probe.py", "function": "probe", **endpoint} for endpoint in endpoints],
+            }
+        )
+    )
     return root
 
 
 # -- definitions, keys, configuration ---------------------------------------------------------
 
+
 def test_requirements_normalize_to_one_key():
-    assert normalize_requirements([" Six==1.16.0", "", "zope.Interface>=5", "six==1.16.0",
-                                   "./Local/Pkg", "Pkg-1.0-py3-none-any.whl"]) == (
-        "./Local/Pkg", "Pkg-1.0-py3-none-any.whl", "six==1.16.0", "zope-interface>=5")
+    assert normalize_requirements(
+        [" Six==1.16.0", "", "zope.Interface>=5", "six==1.16.0", "./Local/Pkg", "Pkg-1.0-py3-none-any.whl"]
+    ) == ("./Local/Pkg", "Pkg-1.0-py3-none-any.whl", "six==1.16.0", "zope-interface>=5")
     cache = CodeEnvCache(Path("/nonexistent"))
     assert cache.key(CodeEnv(("B", "a_b[x]>1"))) == cache.key(CodeEnv(("A-B[x]>1", "b", " ")))
     assert cache.key(CodeEnv(("a",))) != cache.key(CodeEnv(("a==1",)))
@@ -96,8 +114,10 @@ def test_requirements_normalize_to_one_key():
 
 def test_code_env_definition_holds_a_wheelhouse_and_refuses_options():
     def parsed(code_env):
-        return parse_service({"id": "s", "endpoints": [
-            {"id": "e", "code": "e.py", "function": "f", "codeEnv": code_env}]}, "service.json")
+        return parse_service(
+            {"id": "s", "endpoints": [{"id": "e", "code": "e.py", "function": "f", "codeEnv": code_env}]},
+            "service.json",
+        )
 
     env = parsed({"requirements": ["six"], "wheelhouse": "wheels/e"}).endpoints[0].code_env
     assert env == CodeEnv(("six",), "wheels/e")
@@ -118,23 +138,31 @@ def test_uv_reads_the_package_sources_pip_is_configured_with():
         :env:.cert='/etc/ssl/certs/ca.crt'
         """)
     assert uv_sources_from_pip_config(listing) == [
-        "--index-url", "https://mirror.example/simple",
-        "--extra-index-url", "file:///opt/a/simple", "--extra-index-url", "file:///opt/b/simple",
-        "--find-links", "/opt/wheels", "--index-strategy", "unsafe-best-match"]
+        "--index-url",
+        "https://mirror.example/simple",
+        "--extra-index-url",
+        "file:///opt/a/simple",
+        "--extra-index-url",
+        "file:///opt/b/simple",
+        "--find-links",
+        "/opt/wheels",
+        "--index-strategy",
+        "unsafe-best-match",
+    ]
     assert uv_sources_from_pip_config("global.cert='/x'\n") == []
 
 
 def test_staging_copies_a_source_wheelhouse(tmp_path):
     (tmp_path / "mywheels").mkdir()
     (tmp_path / "mywheels" / "x-1-py3-none-any.whl").write_bytes(b"wheel")
-    source = service_dir(tmp_path, [{"id": "e", "codeEnv": {"requirements": ["x==1"],
-                                                            "wheelhouse": "mywheels"}}])
+    source = service_dir(tmp_path, [{"id": "e", "codeEnv": {"requirements": ["x==1"], "wheelhouse": "mywheels"}}])
     staged = stage_directory(source)
     assert staged.definition.endpoints[0].code_env.wheelhouse == "wheels/mywheels"
     assert "wheels/mywheels/x-1-py3-none-any.whl" in staged.files
 
 
 # -- building ----------------------------------------------------------------------------------
+
 
 def test_pip_builds_an_env_from_the_index_once(tmp_path):
     cache = CodeEnvCache(tmp_path / "envs", installer="pip")
@@ -159,8 +187,7 @@ def test_uv_builds_an_env_and_drops_a_half_built_one(tmp_path, uv_path):
     (half_built / "leftover").write_text("from a build killed halfway")
     lines = []
     built = cache.ensure(SIX, progress=lines.append)
-    assert lines[:2] == ["removing a half-built env",
-                         "building for 1 requirement with uv: six==1.16.0"]
+    assert lines[:2] == ["removing a half-built env", "building for 1 requirement with uv: six==1.16.0"]
     assert not (half_built / "leftover").exists()
     assert imports_of(built) == {"six": True, "tornado": False}
     assert "PYTHONPATH" not in built.env_vars and built.env_vars["VIRTUAL_ENV"] == str(half_built)
@@ -190,8 +217,10 @@ def test_concurrent_builds_of_one_env_from_two_processes_build_once(tmp_path, uv
             CodeEnv(("six==1.16.0",)), progress=lambda line: print("|", line, flush=True))
         print("python", built.python)
         """)
-    processes = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"ready{n}")],
-                                  stdout=subprocess.PIPE, text=True) for n in range(2)]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"ready{n}")], stdout=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
     deadline = time.monotonic() + 30
     while not all((tmp_path / f"ready{n}").exists() for n in range(2)):
         assert time.monotonic() < deadline, "the processes did not start"
@@ -208,7 +237,8 @@ def test_an_env_builds_offline_from_a_bundled_wheelhouse(tmp_path, uv_path, monk
     project = tmp_path / "project"
     (project / "apinode_tiny_testpkg").mkdir(parents=True)
     (project / "apinode_tiny_testpkg" / "__init__.py").write_text('__version__ = "0.1"\n')
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [build-system]
         requires = ["flit_core>=3.4,<4"]
         build-backend = "flit_core.buildapi"
@@ -216,13 +246,21 @@ def test_an_env_builds_offline_from_a_bundled_wheelhouse(tmp_path, uv_path, monk
         name = "{TINY}"
         version = "0.1"
         description = "a wheel built by apinode's tests"
-        """))
+        """)
+    )
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
-                    str(project)], check=True, timeout=120)
-    source = service_dir(tmp_path / "svc", [
-        {"id": "a", "codeEnv": {"requirements": [f"{TINY}==0.1"]}},
-        {"id": "b", "codeEnv": {"requirements": [f"{TINY.upper()}==0.1"]}}])
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(project)],
+        check=True,
+        timeout=120,
+    )
+    source = service_dir(
+        tmp_path / "svc",
+        [
+            {"id": "a", "codeEnv": {"requirements": [f"{TINY}==0.1"]}},
+            {"id": "b", "codeEnv": {"requirements": [f"{TINY.upper()}==0.1"]}},
+        ],
+    )
     monkeypatch.setenv("PIP_FIND_LINKS", str(dist))  # where `pip wheel` finds it, no index
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     bundles = [tmp_path / "one.zip", tmp_path / "two.zip"]
@@ -247,21 +285,32 @@ def test_an_env_builds_offline_from_a_bundled_wheelhouse(tmp_path, uv_path, monk
 
 # -- serving and managing ----------------------------------------------------------------------
 
+
 def test_pipelines_run_isolated_in_their_env_and_a_restart_builds_nothing(tmp_path, uv_path):
     leaky = tmp_path / "node-pythonpath"
     leaky.mkdir()
     (leaky / "leaky.py").write_text("")
-    source = service_dir(tmp_path / "svc", [
-        {"id": "one", "codeEnv": {"requirements": ["six==1.16.0"]}},
-        {"id": "two", "codeEnv": {"requirements": ["Six==1.16.0"]}},
-        {"id": "builtin"}])
-    env = {"APINODE_CODE_ENVS": str(tmp_path / "envs"), "PATH": uv_path,
-           "PYTHONPATH": os.pathsep.join(filter(None, (str(leaky), os.environ.get("PYTHONPATH"))))}
+    source = service_dir(
+        tmp_path / "svc",
+        [
+            {"id": "one", "codeEnv": {"requirements": ["six==1.16.0"]}},
+            {"id": "two", "codeEnv": {"requirements": ["Six==1.16.0"]}},
+            {"id": "builtin"},
+        ],
+    )
+    env = {
+        "APINODE_CODE_ENVS": str(tmp_path / "envs"),
+        "PATH": uv_path,
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(leaky), os.environ.get("PYTHONPATH")))),
+    }
     node = NodeProcess("run", str(source), env=env, ready_timeout=120)
     try:
-        answers = {endpoint: requests.post(f"{node.url}/public/api/v1/envs/{endpoint}/run",
-                                           json={}, timeout=30).json()["response"]
-                   for endpoint in ("one", "two", "builtin")}
+        answers = {
+            endpoint: requests.post(f"{node.url}/public/api/v1/envs/{endpoint}/run", json={}, timeout=30).json()[
+                "response"
+            ]
+            for endpoint in ("one", "two", "builtin")
+        }
     finally:
         node.stop()
     isolated = {"tornado": None, "six": "1.16.0", "leaky": None, "apinode_tiny_testpkg": None}
@@ -278,11 +327,15 @@ def test_pipelines_run_isolated_in_their_env_and_a_restart_builds_nothing(tmp_pa
 
 def test_run_exits_with_the_error_of_an_env_that_cannot_be_built(tmp_path, uv_path):
     source = service_dir(tmp_path / "svc", [{"id": "bad", "codeEnv": {"requirements": [MISSING]}}])
-    result = subprocess.run([sys.executable, "-m", "apinode.cli", "run", str(source),
-                             "--port", "0"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "APINODE_CODE_ENVS": str(tmp_path / "envs")})
+    result = subprocess.run(
+        [sys.executable, "-m", "apinode.cli", "run", str(source), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "APINODE_CODE_ENVS": str(tmp_path / "envs")},
+    )
     assert result.returncode == 1
-    error = result.stderr[result.stderr.index("apinode run: code env"):].splitlines()
+    error = result.stderr[result.stderr.index("apinode run: code env") :].splitlines()
     assert MISSING in error[0] and "failed (exit code 1)" in error[0]
     assert "apinode-no-such-package-xyz" in "\n".join(error[1:])  # the installer's reason
     assert "Traceback" not in result.stderr
@@ -307,5 +360,4 @@ def test_envs_lists_and_prunes_what_no_generation_uses(tmp_path, uv_path, capsys
 
     assert main(["envs", "prune", "--data-dir", str(data_dir)]) == 0
     assert capsys.readouterr().out.startswith(f"removed {unused.key} ")
-    assert sorted(path.name for path in (data_dir / "code-envs").iterdir()) == [
-        used.key, f"{used.key}.lock"]
+    assert sorted(path.name for path in (data_dir / "code-envs").iterdir()) == [used.key, f"{used.key}.lock"]

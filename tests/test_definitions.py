@@ -39,15 +39,26 @@ def test_defaults():
 
 def test_full_definition_round_trips_through_canonical_json():
     obj = {
-        "id": "churn", "publicAccess": False, "apiKeys": ["k-123"], "generation": "v1",
-        "endpoints": [{
-            "id": "score", "type": "python-function", "code": "score.py", "function": "f",
-            "folders": ["models", "lookup"], "codeEnv": {"requirements": ["scikit-learn==1.5.2"]},
-            "pool": {"floor": 2, "ceil": 4, "cruise": 3, "queue": 0, "timeout": 500},
-            "testQueries": [{"name": "adult", "query": {"age": 35}, "expected": 0.42},
-                            {"name": "none", "query": {}, "expected": None},
-                            {"name": "free", "query": {}}],
-        }],
+        "id": "churn",
+        "publicAccess": False,
+        "apiKeys": ["k-123"],
+        "generation": "v1",
+        "endpoints": [
+            {
+                "id": "score",
+                "type": "python-function",
+                "code": "score.py",
+                "function": "f",
+                "folders": ["models", "lookup"],
+                "codeEnv": {"requirements": ["scikit-learn==1.5.2"]},
+                "pool": {"floor": 2, "ceil": 4, "cruise": 3, "queue": 0, "timeout": 500},
+                "testQueries": [
+                    {"name": "adult", "query": {"age": 35}, "expected": 0.42},
+                    {"name": "none", "query": {}, "expected": None},
+                    {"name": "free", "query": {}},
+                ],
+            }
+        ],
     }
     service = parse_service(obj, "service.json")
     assert service.to_json() == obj
@@ -62,68 +73,88 @@ def test_generation_only_in_json_when_set():
     assert "generation" not in parse_service(minimal(), "s").to_json()
 
 
-@pytest.mark.parametrize("obj, message", [
-    ([], 'service.json: expected a JSON object, got []'),
-    ({**minimal(), "colour": 1}, 'service.json: unknown field "colour"'),
-    ({"endpoints": minimal()["endpoints"]}, "service.json: id: expected an id"),
-    ({**minimal(), "id": "a b"}, 'service.json: id: expected an id made of letters, digits, '
-                                 '\'_\' or \'-\', got "a b"'),
-    ({**minimal(), "publicAccess": "no"}, 'service.json: publicAccess: expected true or false'),
-    ({**minimal(), "apiKeys": "k"}, "service.json: apiKeys: expected a list of strings"),
-    ({**minimal(), "apiKeys": ["a:b"]}, "service.json: apiKeys[0]: expected a key without ':'"),
-    ({**minimal(), "generation": "../x"}, "service.json: generation: expected an id"),
-    ({"id": "s"}, "service.json: endpoints: expected a list, got nothing (the field is missing)"),
-    ({"id": "s", "endpoints": []}, "service.json: endpoints: expected at least one endpoint"),
-    ({"id": "s", "endpoints": [1]}, "service.json: endpoints[0]: expected a JSON object, got 1"),
-    ({"id": "s", "endpoints": minimal()["endpoints"] * 2},
-     'service.json: endpoints[1].id: expected an id unique in the service, got "score"'),
-    (with_endpoint(colde="x"), 'service.json: endpoints[0]: unknown field "colde"; expected only'),
-    (with_endpoint(id="a/b"), "service.json: endpoints[0].id: expected an id"),
-    (with_endpoint(type="r-function"),
-     'service.json: endpoints[0].type: expected "python-function", got "r-function"'),
-    (with_endpoint(code=""),
-     'service.json: endpoints[0].code: expected a non-empty string, got ""'),
-    (with_endpoint(function=3), "service.json: endpoints[0].function: expected the name of a "
-                                "Python function, got 3"),
-    (with_endpoint(function="not-valid"), "endpoints[0].function: expected the name"),
-    (with_endpoint(function="class"), "endpoints[0].function: expected the name"),
-    (with_endpoint(folders=["a", 1]),
-     "service.json: endpoints[0].folders[1]: expected a non-empty"),
-    (with_endpoint(codeEnv={"requirements": "x"}),
-     "service.json: endpoints[0].codeEnv.requirements: expected a list of strings"),
-    (with_endpoint(codeEnv={"reqs": []}), 'endpoints[0].codeEnv: unknown field "reqs"'),
-    (with_endpoint(pool={"ceil": "x"}),
-     'service.json: endpoints[0].pool.ceil: expected an integer >= 1, got "x"'),
-    (with_endpoint(pool={"floor": True}),
-     "endpoints[0].pool.floor: expected an integer >= 1, got true"),
-    (with_endpoint(pool={"floor": 0}), "endpoints[0].pool.floor: expected an integer >= 1, got 0"),
-    (with_endpoint(pool={"queue": -1}), "endpoints[0].pool.queue: expected an integer >= 0"),
-    (with_endpoint(pool={"timeout": 0}), "endpoints[0].pool.timeout: expected an integer >= 1"),
-    (with_endpoint(pool={"ciel": 3}), 'endpoints[0].pool: unknown field "ciel"'),
-    (with_endpoint(pool={"floor": 3, "ceil": 2}),
-     "endpoints[0].pool: expected floor <= cruise <= ceil, got floor 3, cruise 2, ceil 2"),
-    (with_endpoint(pool={"cruise": 5, "ceil": 4}), "endpoints[0].pool: expected floor <= cruise"),
-    (with_endpoint(testQueries={}), "endpoints[0].testQueries: expected a list"),
-    (with_endpoint(testQueries=[{"query": {}}]),
-     "service.json: endpoints[0].testQueries[0].name: expected a non-empty string, got nothing"),
-    (with_endpoint(testQueries=[{"name": "q", "query": [1]}]),
-     "endpoints[0].testQueries[0].query: expected a JSON object (the function's arguments)"),
-    (with_endpoint(testQueries=[{"name": "q", "query": {}, "expect": 1}]),
-     'endpoints[0].testQueries[0]: unknown field "expect"'),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ([], "service.json: expected a JSON object, got []"),
+        ({**minimal(), "colour": 1}, 'service.json: unknown field "colour"'),
+        ({"endpoints": minimal()["endpoints"]}, "service.json: id: expected an id"),
+        (
+            {**minimal(), "id": "a b"},
+            "service.json: id: expected an id made of letters, digits, '_' or '-', got \"a b\"",
+        ),
+        ({**minimal(), "publicAccess": "no"}, "service.json: publicAccess: expected true or false"),
+        ({**minimal(), "apiKeys": "k"}, "service.json: apiKeys: expected a list of strings"),
+        ({**minimal(), "apiKeys": ["a:b"]}, "service.json: apiKeys[0]: expected a key without ':'"),
+        ({**minimal(), "generation": "../x"}, "service.json: generation: expected an id"),
+        ({"id": "s"}, "service.json: endpoints: expected a list, got nothing (the field is missing)"),
+        ({"id": "s", "endpoints": []}, "service.json: endpoints: expected at least one endpoint"),
+        ({"id": "s", "endpoints": [1]}, "service.json: endpoints[0]: expected a JSON object, got 1"),
+        (
+            {"id": "s", "endpoints": minimal()["endpoints"] * 2},
+            'service.json: endpoints[1].id: expected an id unique in the service, got "score"',
+        ),
+        (with_endpoint(colde="x"), 'service.json: endpoints[0]: unknown field "colde"; expected only'),
+        (with_endpoint(id="a/b"), "service.json: endpoints[0].id: expected an id"),
+        (
+            with_endpoint(type="r-function"),
+            'service.json: endpoints[0].type: expected "python-function", got "r-function"',
+        ),
+        (with_endpoint(code=""), 'service.json: endpoints[0].code: expected a non-empty string, got ""'),
+        (
+            with_endpoint(function=3),
+            "service.json: endpoints[0].function: expected the name of a Python function, got 3",
+        ),
+        (with_endpoint(function="not-valid"), "endpoints[0].function: expected the name"),
+        (with_endpoint(function="class"), "endpoints[0].function: expected the name"),
+        (with_endpoint(folders=["a", 1]), "service.json: endpoints[0].folders[1]: expected a non-empty"),
+        (
+            with_endpoint(codeEnv={"requirements": "x"}),
+            "service.json: endpoints[0].codeEnv.requirements: expected a list of strings",
+        ),
+        (with_endpoint(codeEnv={"reqs": []}), 'endpoints[0].codeEnv: unknown field "reqs"'),
+        (with_endpoint(pool={"ceil": "x"}), 'service.json: endpoints[0].pool.ceil: expected an integer >= 1, got "x"'),
+        (with_endpoint(pool={"floor": True}), "endpoints[0].pool.floor: expected an integer >= 1, got true"),
+        (with_endpoint(pool={"floor": 0}), "endpoints[0].pool.floor: expected an integer >= 1, got 0"),
+        (with_endpoint(pool={"queue": -1}), "endpoints[0].pool.queue: expected an integer >= 0"),
+        (with_endpoint(pool={"timeout": 0}), "endpoints[0].pool.timeout: expected an integer >= 1"),
+        (with_endpoint(pool={"ciel": 3}), 'endpoints[0].pool: unknown field "ciel"'),
+        (
+            with_endpoint(pool={"floor": 3, "ceil": 2}),
+            "endpoints[0].pool: expected floor <= cruise <= ceil, got floor 3, cruise 2, ceil 2",
+        ),
+        (with_endpoint(pool={"cruise": 5, "ceil": 4}), "endpoints[0].pool: expected floor <= cruise"),
+        (with_endpoint(testQueries={}), "endpoints[0].testQueries: expected a list"),
+        (
+            with_endpoint(testQueries=[{"query": {}}]),
+            "service.json: endpoints[0].testQueries[0].name: expected a non-empty string, got nothing",
+        ),
+        (
+            with_endpoint(testQueries=[{"name": "q", "query": [1]}]),
+            "endpoints[0].testQueries[0].query: expected a JSON object (the function's arguments)",
+        ),
+        (
+            with_endpoint(testQueries=[{"name": "q", "query": {}, "expect": 1}]),
+            'endpoints[0].testQueries[0]: unknown field "expect"',
+        ),
+    ],
+)
 def test_each_rule_names_file_and_field(obj, message):
     with pytest.raises(DefinitionError) as caught:
         parse_service(obj, "service.json")
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize("given, expected", [
-    ({"ceil": 1}, (1, 1, 1)),
-    ({"ceil": 2, "floor": 2}, (2, 2, 2)),
-    ({"floor": 4}, (4, 4, 8)),
-    ({"cruise": 20}, (1, 20, 20)),
-    ({"floor": 1, "cruise": 1, "ceil": 1}, (1, 1, 1)),
-])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({"ceil": 1}, (1, 1, 1)),
+        ({"ceil": 2, "floor": 2}, (2, 2, 2)),
+        ({"floor": 4}, (4, 4, 8)),
+        ({"cruise": 20}, (1, 20, 20)),
+        ({"floor": 1, "cruise": 1, "ceil": 1}, (1, 1, 1)),
+    ],
+)
 def test_pool_defaults_move_to_fit_given_values(given, expected):
     pool = PoolSettings.from_json(given, "p")
     assert (pool.floor, pool.cruise, pool.ceil) == expected
@@ -132,7 +163,8 @@ def test_pool_defaults_move_to_fit_given_values(given, expected):
 def test_pool_override_merges_then_validates():
     pool = PoolSettings(floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000)
     assert pool.overridden({"ceil": 3, "timeout": 50}, "o.json: pool") == PoolSettings(
-        floor=1, ceil=3, cruise=2, queue=16, timeout_ms=50)
+        floor=1, ceil=3, cruise=2, queue=16, timeout_ms=50
+    )
     assert pool.overridden({}, "o.json: pool") == pool
     with pytest.raises(DefinitionError, match=r"^o.json: pool: expected floor <= cruise <= ceil"):
         pool.overridden({"ceil": 1}, "o.json: pool")

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import alive, children, cmdline, eventually, write_notebook
 
 from apinode.jupyter_ext.devclient import kernel_dev_server
 from apinode.jupyter_ext.devserver import DevServer, DevServerError, find_dev_server
 from apinode.playback import post
-from support import alive, children, cmdline, eventually, write_notebook
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -40,7 +40,8 @@ async def deploy(jp_fetch, path: str) -> dict:
 
 
 async def test_one_dev_server_serves_every_deploy_and_kernel_then_stops_with_jupyter(
-        jp_fetch, jp_serverapp, jp_root_dir, jp_runtime_dir, extension):
+    jp_fetch, jp_serverapp, jp_root_dir, jp_runtime_dir, extension
+):
     write_notebook(jp_root_dir / "echo.ipynb", ECHO)
     assert not list(jp_runtime_dir.glob("apinode-devserver-*"))  # on demand: nothing before a deploy
     first = await deploy(jp_fetch, "echo.ipynb")
@@ -88,8 +89,11 @@ async def test_a_kernel_of_this_server_deploys_with_api_dev(jp_fetch, jp_servera
 
         def collect(message):
             content = message["content"]
-            outputs.append(content.get("text") or content.get("data", {}).get("text/plain", "")
-                           or "\n".join(content.get("traceback", [])))
+            outputs.append(
+                content.get("text")
+                or content.get("data", {}).get("text/plain", "")
+                or "\n".join(content.get("traceback", []))
+            )
 
         for code in ("%load_ext apinode", ECHO, "%api_dev echo"):
             reply = await client.execute_interactive(code, output_hook=collect, timeout=60)

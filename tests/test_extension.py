@@ -8,17 +8,18 @@ import json
 import zipfile
 
 import pytest
-from tornado.httpclient import HTTPClientError
-
 from support import write_notebook
+from tornado.httpclient import HTTPClientError
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 pytestmark = pytest.mark.timeout(90)
 
 ADD = "%%api_endpoint demo/add --function add\ndef add(a, b):\n    return a + b\n"
-ADD_QUERIES = ('%%api_test_queries demo/add\n[{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},'
-               ' {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]')
+ADD_QUERIES = (
+    '%%api_test_queries demo/add\n[{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},'
+    ' {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]'
+)
 BROKEN = "%%api_endpoint demo/broken --function f\nimport no_such_module_here\n\ndef f():\n    return 1\n"
 OTHER = "%%api_endpoint other/hello --function hello\ndef hello():\n    return 'hi'\n"
 
@@ -67,13 +68,16 @@ async def test_endpoints_lists_services_endpoints_and_test_queries(jp_fetch, not
     assert demo["endpoints"][0]["testQueries"][0] == {"name": "three", "query": {"a": 1, "b": 2}, "expected": 3}
 
 
-@pytest.mark.parametrize(("path", "status", "says"), [
-    ("", 400, "which notebook"),
-    ("../outside.ipynb", 403, "outside the server's root"),
-    ("/../../etc/passwd", 403, "outside the server's root"),
-    ("missing.ipynb", 404, "no such notebook"),
-    ("sub/not-a-notebook.txt", 400, "not a readable notebook"),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("", 400, "which notebook"),
+        ("../outside.ipynb", 403, "outside the server's root"),
+        ("/../../etc/passwd", 403, "outside the server's root"),
+        ("missing.ipynb", 404, "no such notebook"),
+        ("sub/not-a-notebook.txt", 400, "not a readable notebook"),
+    ],
+)
 async def test_endpoints_refuses_bad_paths(jp_fetch, jp_root_dir, notebook, path, status, says):
     (jp_root_dir.parent / "outside.ipynb").write_text("{}")
     (jp_root_dir / "sub" / "not-a-notebook.txt").write_text("hello")
@@ -100,8 +104,9 @@ async def test_deploy_says_which_functions_load_then_play_judges_the_queries(jp_
     deployed = await fetch_json(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": notebook}))
     assert deployed["services"][0]["switched"] is True
 
-    played = await fetch_json(jp_fetch, "apinode", "api", "dev", "play",
-                              **post({"path": notebook, "service": "demo", "endpoint": "add"}))
+    played = await fetch_json(
+        jp_fetch, "apinode", "api", "dev", "play", **post({"path": notebook, "service": "demo", "endpoint": "add"})
+    )
     assert played["passed"] is False
     three, wrong = played["results"]
     assert (three["status"], three["response"], three["verdict"]) == (200, 3, "PASS")
@@ -124,15 +129,14 @@ async def test_play_refuses_unknown_endpoints_and_endpoints_without_queries(jp_f
 
 async def test_proxy_passes_calls_status_and_body_to_the_dev_server(jp_fetch, notebook):
     await jp_fetch("apinode", "api", "dev", "deploy", **post({"path": notebook}))
-    answer = await fetch_json(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "hello", "run",
-                              **post({}))
+    answer = await fetch_json(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "hello", "run", **post({}))
     assert answer["response"] == "hi"
     assert answer["apiContext"]["serviceId"] == "other"
-    code, message = await refused(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "nope", "run",
-                                  **post({}))
+    code, message = await refused(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "nope", "run", **post({}))
     assert code == 404 and "no endpoint 'nope'" in message
-    code, message = await refused(jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "hello", "run",
-                                  **post({"unexpected": 1}))
+    code, message = await refused(
+        jp_fetch, "apinode", "dev", "public", "api", "v1", "other", "hello", "run", **post({"unexpected": 1})
+    )
     assert code == 400 and "unexpected" in message
 
 
@@ -158,8 +162,9 @@ async def test_bundle_and_deploy_refuse_folders_outside_the_root_or_hidden(jp_fe
     folder = str(secrets) if folder == "ABSOLUTE" else folder
     cell = f"%%api_endpoint leak/f --function f --folder {folder}\ndef f():\n    return 1\n"
     write_notebook(jp_root_dir / "sub" / "leak.ipynb", cell)
-    code, message = await refused(jp_fetch, "apinode", "api", "bundle",
-                                  params={"path": "sub/leak.ipynb", "service": "leak"})
+    code, message = await refused(
+        jp_fetch, "apinode", "api", "bundle", params={"path": "sub/leak.ipynb", "service": "leak"}
+    )
     assert code == 403 and "folder" in message and ("outside the server's root" in message or "hidden" in message)
     code, message = await refused(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": "sub/leak.ipynb"}))
     assert code == 403 and "folder" in message
@@ -168,8 +173,9 @@ async def test_bundle_and_deploy_refuse_folders_outside_the_root_or_hidden(jp_fe
 async def test_bundle_takes_folders_inside_the_root(jp_fetch, jp_root_dir):
     (jp_root_dir / "sub" / "data").mkdir(parents=True)
     (jp_root_dir / "sub" / "data" / "x.txt").write_text("x")
-    write_notebook(jp_root_dir / "sub" / "ok.ipynb",
-                   "%%api_endpoint ok/f --function f --folder data\ndef f():\n    return 1\n")
+    write_notebook(
+        jp_root_dir / "sub" / "ok.ipynb", "%%api_endpoint ok/f --function f --folder data\ndef f():\n    return 1\n"
+    )
     response = await jp_fetch("apinode", "api", "bundle", params={"path": "sub/ok.ipynb", "service": "ok"})
     with zipfile.ZipFile(io.BytesIO(response.body)) as bundle:
         assert "folders/data/x.txt" in bundle.namelist()
@@ -198,15 +204,15 @@ ROUTES = [
 @pytest.mark.parametrize(("method", "parts"), ROUTES)
 async def test_every_handler_refuses_a_caller_without_a_token(jp_fetch, jp_serverapp, notebook, method, parts):
     kwargs = {"body": "{}"} if method == "POST" else {}
-    code, _ = await refused(jp_fetch, *parts, method=method, headers={"Authorization": ""},
-                            params={"path": notebook}, **kwargs)
+    code, _ = await refused(
+        jp_fetch, *parts, method=method, headers={"Authorization": ""}, params={"path": notebook}, **kwargs
+    )
     assert code in (401, 403)
     assert not jp_serverapp.web_app.settings["apinode"].dev_server.running  # nothing was started
 
 
 async def test_the_designer_page_sends_a_caller_without_a_token_to_the_login_page(jp_fetch):
-    code, _ = await refused(jp_fetch, "apinode", "designer", headers={"Authorization": ""},
-                            follow_redirects=False)
+    code, _ = await refused(jp_fetch, "apinode", "designer", headers={"Authorization": ""}, follow_redirects=False)
     assert code == 302
 
 

@@ -25,16 +25,15 @@ SCENARIO = {
     "call shift": "shift(1)",
     "test shift": '%api_test t/shift {"x": 1}',
     "word": "%%api_endpoint t/word --function word --folder data --ceil 2\n"
-            "with open(folders[0] + '/word.txt') as file:\n    WORD = file.read().strip()\n\n\n"
-            "def word():\n    return WORD\n",
+    "with open(folders[0] + '/word.txt') as file:\n    WORD = file.read().strip()\n\n\n"
+    "def word():\n    return WORD\n",
     "test word": "%api_test t/word {}",
     "scaled": "def scaled(x):\n    return x * OFFSET",
     "line form refused": "%api_endpoint t2/scaled scaled",
-    "line form": 'def double(x):\n    return 2 * x\n\n%api_endpoint t2/double double\n'
-                 '%api_test t2/double {"x": 21}',
+    "line form": 'def double(x):\n    return 2 * x\n\n%api_endpoint t2/double double\n%api_test t2/double {"x": 21}',
     "queries": '%%api_test_queries t/add\n[{"name": "three", "query": {"a": 1, "b": 2}, '
-               '"expected": 3},\n {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3},\n'
-               ' {"name": "close", "query": {"a": 0.1, "b": 0.2}, "expected": 0.3}]',
+    '"expected": 3},\n {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3},\n'
+    ' {"name": "close", "query": {"a": 0.1, "b": 0.2}, "expected": 0.3}]',
     "test saved": "%api_test t/add",
     # Called as the magic syntax expands, so that `apinode build` does not read these cells.
     "bad option": "get_ipython().run_cell_magic('api_endpoint', 't/add --function add --ceil 0', 'x')",
@@ -46,8 +45,13 @@ SCENARIO = {
 
 def execute(path: Path, allow_errors: bool) -> nbformat.NotebookNode:
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, kernel_name="python3", timeout=60, allow_errors=allow_errors,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=60,
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
     return notebook
 
 
@@ -130,11 +134,13 @@ def test_saved_queries_pass_and_fail_against_expected(scenario):
     assert shown.endswith("t/add in the kernel: 3 queries, 1 FAILED")
 
 
-@pytest.mark.parametrize("name, message", [
-    ("bad option", "UsageError: pool.ceil: expected an integer >= 1, got 0; usage: %%api_endpoint"),
-    ("bad queries", "UsageError: %%api_test_queries t/add: testQueries[0].name: expected a "
-                    "non-empty string"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("bad option", "UsageError: pool.ceil: expected an integer >= 1, got 0; usage: %%api_endpoint"),
+        ("bad queries", "UsageError: %%api_test_queries t/add: testQueries[0].name: expected a non-empty string"),
+    ],
+)
 def test_mistakes_are_one_line_usage_errors(scenario, name, message):
     error = text(scenario[1][name], "stderr")
     assert error.startswith(message) and error.count("\n") == 1
@@ -142,11 +148,22 @@ def test_mistakes_are_one_line_usage_errors(scenario, name, message):
 
 def test_services_lists_the_registrations(scenario):
     shown = text(scenario[1]["services"], "result")
-    assert shown.splitlines()[0].split() == ["service", "endpoint", "function", "folders",
-                                             "requirements", "pool", "test", "queries"]
+    assert shown.splitlines()[0].split() == [
+        "service",
+        "endpoint",
+        "function",
+        "folders",
+        "requirements",
+        "pool",
+        "test",
+        "queries",
+    ]
     assert [line.split()[:3] for line in shown.splitlines()[1:]] == [
-        ["t", "add", "add"], ["t", "shift", "shift"], ["t", "word", "word"],
-        ["t2", "double", "double"]]
+        ["t", "add", "add"],
+        ["t", "shift", "shift"],
+        ["t", "word", "word"],
+        ["t2", "double", "double"],
+    ]
     assert "floor=1 ceil=2 cruise=2 queue=16 timeout=10000" in shown
 
 
@@ -160,8 +177,9 @@ def test_export_is_the_bundle_apinode_build_makes(scenario, capsys):
 def test_the_quickstart_notebook_runs_top_to_bottom(tmp_path, capsys):
     shutil.copy(NOTEBOOKS / "quickstart.ipynb", tmp_path)
     shutil.copytree(NOTEBOOKS / "quickstart_data", tmp_path / "quickstart_data")
-    cells = [cell for cell in execute(tmp_path / "quickstart.ipynb", allow_errors=False).cells
-             if cell.cell_type == "code"]
+    cells = [
+        cell for cell in execute(tmp_path / "quickstart.ipynb", allow_errors=False).cells if cell.cell_type == "code"
+    ]
     shown = [text(cell, "result", "stdout", "stderr", "error") for cell in cells]
     assert not any("Error" in output for output in shown), shown
     saved = next(output for output in shown if "2 queries" in output)

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import requests
-
 from support import SERVICES, NodeProcess, alive, eventually
 
 
@@ -34,15 +33,23 @@ def test_stop_signal_drains_in_flight_requests_and_leaves_no_process(tmp_path, s
 def test_build_twice_gives_the_same_bytes(tmp_path):
     outputs = [tmp_path / "first.zip", tmp_path / "second.zip"]
     for output in outputs:
-        subprocess.run([sys.executable, "-m", "apinode.cli", "build", str(SERVICES / "testsvc"), "-o", str(output)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "apinode.cli", "build", str(SERVICES / "testsvc"), "-o", str(output)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
 
 
 def test_a_bad_source_is_one_clear_line(tmp_path):
     (tmp_path / "service.json").write_text('{"id": "x", "endpoints": [{"id": "e", "code": "e.py"}]}')
-    result = subprocess.run([sys.executable, "-m", "apinode.cli", "run", str(tmp_path), "--port", "0"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "apinode.cli", "run", str(tmp_path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "function" in result.stderr and "Traceback" not in result.stderr
 
@@ -55,8 +62,13 @@ def test_a_zip_slip_bundle_is_refused_with_nothing_written(tmp_path):
         archive.writestr("service.json", '{"id": "evil", "endpoints": [{"id": "e", "code": "e.py", "function": "f"}]}')
         archive.writestr("e.py", "def f():\n    return 1\n")
         archive.writestr("../../escaped.txt", "gotcha")
-    result = subprocess.run([sys.executable, "-m", "apinode.cli", "run", str(bundle), "--port", "0"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "apinode.cli", "run", str(bundle), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert ".." in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path.parent.parent / "escaped.txt").exists()
@@ -64,9 +76,17 @@ def test_a_zip_slip_bundle_is_refused_with_nothing_written(tmp_path):
 
 
 def test_an_initialization_that_hangs_fails_to_load_at_the_timeout(tmp_path):
-    (tmp_path / "service.json").write_text(json.dumps({"id": "slow", "endpoints": [
-        {"id": "hangs", "code": "hangs.py", "function": "f"},
-        {"id": "fine", "code": "fine.py", "function": "f"}]}))
+    (tmp_path / "service.json").write_text(
+        json.dumps(
+            {
+                "id": "slow",
+                "endpoints": [
+                    {"id": "hangs", "code": "hangs.py", "function": "f"},
+                    {"id": "fine", "code": "fine.py", "function": "f"},
+                ],
+            }
+        )
+    )
     (tmp_path / "hangs.py").write_text("import time\ntime.sleep(3600)\n\ndef f():\n    return 1\n")
     (tmp_path / "fine.py").write_text("def f():\n    return 2\n")
     node = NodeProcess("run", str(tmp_path), env={"APINODE_LOAD_TIMEOUT": "1"})

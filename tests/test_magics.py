@@ -52,17 +52,22 @@ def usage_error(ip, magic, line, cell=None):
     return message
 
 
-@pytest.mark.parametrize("source, names", [
-    ("def f(x):\n    return x + OFFSET\n", ["OFFSET"]),
-    ("import json\ndef f(x):\n    return json.dumps(x) + len(folders) + f(x)\n", []),
-    ("@cache\ndef f(x: np.ndarray = DEFAULT) -> 'str':\n    return x\n", ["DEFAULT", "cache", "np"]),
-    ("def f(x):\n    import math\n    return [math.pi * v for v in VALUES if print(v)]\n", ["VALUES"]),
-    ("def f(x):\n    def inner():\n        return x + FREE\n    return inner\n", ["FREE"]),
-    ("def f():\n    global STATE\n    STATE = 1\n    return STATE\n", []),
-    ("def f():\n    class A:\n        z = 1\n        w = z + OUTER\n"
-     "        def m(self):\n            return self.z + IN_METHOD\n    return A\n",
-     ["IN_METHOD", "OUTER"]),
-])
+@pytest.mark.parametrize(
+    "source, names",
+    [
+        ("def f(x):\n    return x + OFFSET\n", ["OFFSET"]),
+        ("import json\ndef f(x):\n    return json.dumps(x) + len(folders) + f(x)\n", []),
+        ("@cache\ndef f(x: np.ndarray = DEFAULT) -> 'str':\n    return x\n", ["DEFAULT", "cache", "np"]),
+        ("def f(x):\n    import math\n    return [math.pi * v for v in VALUES if print(v)]\n", ["VALUES"]),
+        ("def f(x):\n    def inner():\n        return x + FREE\n    return inner\n", ["FREE"]),
+        ("def f():\n    global STATE\n    STATE = 1\n    return STATE\n", []),
+        (
+            "def f():\n    class A:\n        z = 1\n        w = z + OUTER\n"
+            "        def m(self):\n            return self.z + IN_METHOD\n    return A\n",
+            ["IN_METHOD", "OUTER"],
+        ),
+    ],
+)
 def test_undefined_globals(source, names):
     assert undefined_globals(source) == names
 
@@ -70,13 +75,16 @@ def test_undefined_globals(source, names):
 def test_standalone_source():
     def nested(x):
         import math
+
         return math.floor(x)
 
     def leaning(x):
         return ADD + x
 
     assert standalone_source(nested) == (
-        "def nested(x):\n    import math\n    return math.floor(x)\n", "nested")
+        "def nested(x):\n    import math\n\n    return math.floor(x)\n",
+        "nested",
+    )
     with pytest.raises(StandaloneError, match="^leaning uses ADD, which its source does not"):
         standalone_source(leaning)
     with pytest.raises(StandaloneError, match="a lambda has no source of its own"):
@@ -98,7 +106,8 @@ def test_the_cell_runs_with_its_folders_and_fails_when_its_code_raises(ip, tmp_p
     ip.run_cell_magic("api_endpoint", "s/a --function f --folder d", "PATHS = folders\n")
     assert ip.user_ns["PATHS"] == [str(tmp_path / "d")]
     assert usage_error(ip, "api_endpoint", "s/b --function f", "1 / 0\n") == (
-        "the code of s/b failed here (it is registered)")
+        "the code of s/b failed here (it is registered)"
+    )
     assert registry(ip).registration("s", "b").code == "1 / 0\n"
 
 
@@ -112,24 +121,49 @@ def test_rerunning_a_cell_replaces_it_in_place_and_keeps_its_queries(ip):
     assert [query.name for query in first.test_queries] == ["q"]
 
 
-@pytest.mark.parametrize("magic, line, cell, message", [
-    ("api_endpoint", "s/add --function add --bogus", ADD,
-     "unrecognized arguments: --bogus; usage: %%api_endpoint SERVICE/ENDPOINT --function NAME"),
-    ("api_endpoint", "s/add", None, "expected SERVICE/ENDPOINT and a function name; usage: "
-                                    "%api_endpoint SERVICE/ENDPOINT FUNCTION_NAME (or a cell: %%api_endpoint"),
-    ("api_endpoint", "s/add nothing", None, "no 'nothing' defined in this kernel"),
-    ("api_test_queries", "s/add", "[]", "no endpoint s/add in this kernel (registered: none yet); "
-                                        "run its %%api_endpoint cell first"),
-    ("api_test", "nope", None, "expected SERVICE/ENDPOINT (ids of letters, digits, '_' or '-'), "
-                               "got 'nope'; usage: %api_test SERVICE/ENDPOINT [JSON query]"),
-    ("api_services", "x", None, "takes no arguments, got 'x'; usage: %api_services"),
-    ("api_export", "s", None, "the following arguments are required: -o/--output; "
-                              "usage: %api_export SERVICE -o FILE.zip"),
-    ("api_export", "s -o 'x.zip", None, "No closing quotation; usage: %api_export"),
-    ("api_export", "s -o x.zip", None, "no service 's' in this kernel (registered: none yet)"),
-    ("api_deploy", "s --url u", None, "required: --key; usage: %api_deploy SERVICE --url URL --key"),
-    ("api_panel", "s/add", None, "takes no arguments, got 's/add'; usage: %api_panel"),
-])
+@pytest.mark.parametrize(
+    "magic, line, cell, message",
+    [
+        (
+            "api_endpoint",
+            "s/add --function add --bogus",
+            ADD,
+            "unrecognized arguments: --bogus; usage: %%api_endpoint SERVICE/ENDPOINT --function NAME",
+        ),
+        (
+            "api_endpoint",
+            "s/add",
+            None,
+            "expected SERVICE/ENDPOINT and a function name; usage: "
+            "%api_endpoint SERVICE/ENDPOINT FUNCTION_NAME (or a cell: %%api_endpoint",
+        ),
+        ("api_endpoint", "s/add nothing", None, "no 'nothing' defined in this kernel"),
+        (
+            "api_test_queries",
+            "s/add",
+            "[]",
+            "no endpoint s/add in this kernel (registered: none yet); run its %%api_endpoint cell first",
+        ),
+        (
+            "api_test",
+            "nope",
+            None,
+            "expected SERVICE/ENDPOINT (ids of letters, digits, '_' or '-'), "
+            "got 'nope'; usage: %api_test SERVICE/ENDPOINT [JSON query]",
+        ),
+        ("api_services", "x", None, "takes no arguments, got 'x'; usage: %api_services"),
+        (
+            "api_export",
+            "s",
+            None,
+            "the following arguments are required: -o/--output; usage: %api_export SERVICE -o FILE.zip",
+        ),
+        ("api_export", "s -o 'x.zip", None, "No closing quotation; usage: %api_export"),
+        ("api_export", "s -o x.zip", None, "no service 's' in this kernel (registered: none yet)"),
+        ("api_deploy", "s --url u", None, "required: --key; usage: %api_deploy SERVICE --url URL --key"),
+        ("api_panel", "s/add", None, "takes no arguments, got 's/add'; usage: %api_panel"),
+    ],
+)
 def test_mistakes_are_one_line_usage_errors(ip, magic, line, cell, message):
     assert message in usage_error(ip, magic, line, cell)
 
@@ -137,18 +171,18 @@ def test_mistakes_are_one_line_usage_errors(ip, magic, line, cell, message):
 def test_test_queries_are_validated(ip):
     ip.run_cell_magic("api_endpoint", "s/add --function add", ADD)
     assert usage_error(ip, "api_test_queries", "s/add", "[{]") == (
-        "%%api_test_queries s/add: not valid JSON: Expecting property name enclosed in double "
-        "quotes (line 1, column 3)")
+        "%%api_test_queries s/add: not valid JSON: Expecting property name enclosed in double quotes (line 1, column 3)"
+    )
     assert usage_error(ip, "api_test", "s/add") == (
-        's/add has no test queries: add a %%api_test_queries s/add cell, or give one: '
-        '%api_test s/add {"param": value}')
+        's/add has no test queries: add a %%api_test_queries s/add cell, or give one: %api_test s/add {"param": value}'
+    )
 
 
 def test_the_line_form(ip):
-    ip.run_cell("LIMIT = 3\ndef clip(x):\n    return min(x, LIMIT)\n"
-                "def twice(x):\n    return 2 * x\n")
+    ip.run_cell("LIMIT = 3\ndef clip(x):\n    return min(x, LIMIT)\ndef twice(x):\n    return 2 * x\n")
     assert usage_error(ip, "api_endpoint", "s/clip clip").startswith(
-        "clip uses LIMIT, which its source does not define")
+        "clip uses LIMIT, which its source does not define"
+    )
     ip.run_line_magic("api_endpoint", "s/twice twice")
     assert registry(ip).registration("s", "twice").code == "def twice(x):\n    return 2 * x\n"
     report = ip.run_line_magic("api_test", 's/twice {"x": 4}')
@@ -170,8 +204,7 @@ def test_a_query_that_is_not_json_gets_the_nodes_400(ip):
 
 def test_code_that_does_not_load_fails_every_query_with_its_traceback(ip):
     usage_error(ip, "api_endpoint", "s/broken --function f", "import no_such_module_here\n")
-    ip.run_cell_magic("api_test_queries", "s/broken", '[{"name": "a", "query": {}}, '
-                                                      '{"name": "b", "query": {}}]')
+    ip.run_cell_magic("api_test_queries", "s/broken", '[{"name": "a", "query": {}}, {"name": "b", "query": {}}]')
     report = ip.run_line_magic("api_test", "s/broken")
     assert [(r.status, r.answer["errorType"]) for r in report.results] == [(500, "EndpointLoadFailed")] * 2
     assert "ModuleNotFoundError: No module named 'no_such_module_here'" in report.results[0].answer["message"]
@@ -181,39 +214,48 @@ def test_code_that_does_not_load_fails_every_query_with_its_traceback(ip):
 
 def test_a_missing_folder_is_named(ip, tmp_path):
     ip.run_cell_magic("api_endpoint", "s/add --function add --folder gone", ADD)
-    assert usage_error(ip, "api_test", 's/add {"a": 1, "b": 2}') == (
-        f"s/add: folder not found: {tmp_path / 'gone'}")
+    assert usage_error(ip, "api_test", 's/add {"a": 1, "b": 2}') == (f"s/add: folder not found: {tmp_path / 'gone'}")
 
 
 def test_results_show_as_html_and_text(ip):
     ip.run_cell_magic("api_endpoint", "s/tag --function tag", "def tag(t):\n    return t\n")
     report = ip.run_line_magic("api_test", 's/tag {"t": "<b>"}')
-    assert "<td style" in report._repr_html_() and '&quot;&lt;b&gt;&quot;' in report._repr_html_()
+    assert "<td style" in report._repr_html_() and "&quot;&lt;b&gt;&quot;" in report._repr_html_()
     assert "#1a7f37" in report._repr_html_()  # OK is green
     assert ip.display_formatter.format(report)[0]["text/plain"] == str(report)
 
 
 def test_services_overview(ip):
     assert repr(ip.run_line_magic("api_services", "")).startswith("no endpoint registered yet")
-    ip.run_cell_magic("api_endpoint", "s/add --function add --folder d --requirement numpy<2 "
-                                      "--floor 2", ADD)
+    ip.run_cell_magic("api_endpoint", "s/add --function add --folder d --requirement numpy<2 --floor 2", ADD)
     overview = ip.run_line_magic("api_services", "")
     assert repr(overview).splitlines()[1].split() == [
-        "s", "add", "add", "d", "numpy<2", "floor=2", "ceil=8", "cruise=2", "queue=16",
-        "timeout=10000", "0"]
+        "s",
+        "add",
+        "add",
+        "d",
+        "numpy<2",
+        "floor=2",
+        "ceil=8",
+        "cruise=2",
+        "queue=16",
+        "timeout=10000",
+        "0",
+    ]
     assert "numpy&lt;2" in overview._repr_html_()
 
 
 def test_export_is_relative_to_the_notebook_and_matches_its_build(ip, tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.txt").write_text("data")
-    cells = [f"%%api_endpoint s/add --function add --folder d\n{ADD.rstrip()}",  # no last newline
-             '%%api_test_queries s/add\n[{"name": "q", "query": {"a": 1, "b": 2}, "expected": 3}]']
+    cells = [
+        f"%%api_endpoint s/add --function add --folder d\n{ADD.rstrip()}",  # no last newline
+        '%%api_test_queries s/add\n[{"name": "q", "query": {"a": 1, "b": 2}, "expected": 3}]',
+    ]
     for cell in cells:
         assert ip.run_cell(cell).success  # as the kernel runs it, IPython's transforms included
     exported = ip.run_line_magic("api_export", "s -o out.zip")
-    assert repr(exported) == (f"service 's', generation {exported.generation}: exported to "
-                              f"{tmp_path / 'out.zip'}")
+    assert repr(exported) == (f"service 's', generation {exported.generation}: exported to {tmp_path / 'out.zip'}")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nbformat.write(notebook, tmp_path / "nb.ipynb")
     assert (tmp_path / "out.zip").read_bytes() == bundle_bytes(stage_notebook(tmp_path / "nb.ipynb"))[0]
@@ -226,8 +268,14 @@ class StubAdmin(tornado.web.RequestHandler):
         self.calls, self.answers = calls, answers
 
     def post(self, path):
-        self.calls.append((path, self.request.headers.get("Authorization"),
-                           self.request.headers.get("Content-Type"), self.request.body))
+        self.calls.append(
+            (
+                path,
+                self.request.headers.get("Authorization"),
+                self.request.headers.get("Content-Type"),
+                self.request.body,
+            )
+        )
         status, body = self.answers.get(path, (200, {}))
         self.set_status(status)
         self.finish(body)
@@ -242,8 +290,7 @@ def stub_node():
     thread.start()
 
     async def start():
-        app = tornado.web.Application([(r"/admin/api/(.*)", StubAdmin,
-                                        {"calls": calls, "answers": answers})])
+        app = tornado.web.Application([(r"/admin/api/(.*)", StubAdmin, {"calls": calls, "answers": answers})])
         server = tornado.httpserver.HTTPServer(app)
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         server.add_sockets(sockets)
@@ -277,8 +324,10 @@ def test_deploy_creates_uploads_and_switches(ip, stub_node):
 
 def test_deploying_the_same_bundle_again_switches_to_its_generation(ip, stub_node):
     url, calls, answers = stub_node
-    answers["services/s/generations/actions/upload"] = (409, {"errorType": "Conflict",
-                                                             "message": "has that generation"})
+    answers["services/s/generations/actions/upload"] = (
+        409,
+        {"errorType": "Conflict", "message": "has that generation"},
+    )
     ip.run_cell_magic("api_endpoint", "s/add --function add", ADD)
     generation = bundle_bytes(registry(ip).stage("s"))[1]
     assert ip.run_line_magic("api_deploy", f"s --url {url} --key k").generation == generation
@@ -288,25 +337,34 @@ def test_deploying_the_same_bundle_again_switches_to_its_generation(ip, stub_nod
 def test_a_refused_deploy_shows_the_nodes_message(ip, stub_node):
     url, calls, answers = stub_node
     answers["services/s/generations/actions/upload"] = (
-        400, {"errorType": "BadBundle", "message": "entry '../x' refused", "detailedMessage": "…"})
+        400,
+        {"errorType": "BadBundle", "message": "entry '../x' refused", "detailedMessage": "…"},
+    )
     ip.run_cell_magic("api_endpoint", "s/add --function add", ADD)
     assert usage_error(ip, "api_deploy", f"s --url {url} --key k") == (
-        f"uploading the bundle of 's' on {url} failed (HTTP 400): BadBundle: entry '../x' refused")
+        f"uploading the bundle of 's' on {url} failed (HTTP 400): BadBundle: entry '../x' refused"
+    )
     assert len(calls) == 2  # no switch after a failed upload
 
 
 def test_a_malformed_deploy_url_is_a_one_line_error(ip):
     ip.run_cell_magic("api_endpoint", "s/add --function add", ADD)
     assert usage_error(ip, "api_deploy", "s --url notaurl --key k").startswith(
-        "invalid URL 'notaurl/admin/api/services/': expected http://host:port")
+        "invalid URL 'notaurl/admin/api/services/': expected http://host:port"
+    )
 
 
-@pytest.mark.parametrize("cell, line", [
-    ("import os\n!ls\ndef add(a, b):\n    return a + b\n", "line 2 ('!ls')"),
-    ("def add(a, b):\n    %time x = 1\n    return a + b\n", "line 2 ('%time x = 1')"),
-])
+@pytest.mark.parametrize(
+    "cell, line",
+    [
+        ("import os\n!ls\ndef add(a, b):\n    return a + b\n", "line 2 ('!ls')"),
+        ("def add(a, b):\n    %time x = 1\n    return a + b\n", "line 2 ('%time x = 1')"),
+    ],
+)
 def test_an_endpoint_cell_in_ipython_syntax_is_refused_before_it_runs(ip, cell, line):
     message = usage_error(ip, "api_endpoint", "s/add --function add", cell)
-    assert message == (f"s/add: {line}: invalid syntax; endpoint cells must be plain Python (the node "
-                       "runs them without IPython: no !commands or %magics); the cell is not registered")
+    assert message == (
+        f"s/add: {line}: invalid syntax; endpoint cells must be plain Python (the node "
+        "runs them without IPython: no !commands or %magics); the cell is not registered"
+    )
     assert "add" not in ip.user_ns and registry(ip).registrations() == []

@@ -10,7 +10,6 @@ import dataikuapi
 import pytest
 import requests
 from dataikuapi.utils import DataikuException
-
 from support import SERVICES, NodeProcess, eventually
 
 
@@ -21,8 +20,9 @@ def init_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def node(init_log):
-    node = NodeProcess("run", str(SERVICES / "testsvc"), "--max-body-mb", "1",
-                       env={"APINODE_TEST_INIT_LOG": str(init_log)})
+    node = NodeProcess(
+        "run", str(SERVICES / "testsvc"), "--max-body-mb", "1", env={"APINODE_TEST_INIT_LOG": str(init_log)}
+    )
     yield node
     assert node.stop() == 0
     assert node.pipelines() == []
@@ -81,19 +81,27 @@ def test_is_alive(node):
     assert requests.get(f"{node.url}/isAlive", timeout=10).status_code == 200
 
 
-@pytest.mark.parametrize("data, fragment", [
-    (b"{not json", "not a JSON object"),
-    (b"[1, 2]", "got a JSON array"),
-    (b'"text"', "got a JSON string"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"{not json", "not a JSON object"),
+        (b"[1, 2]", "got a JSON array"),
+        (b'"text"', "got a JSON string"),
+    ],
+)
 def test_400_body_not_a_json_object(node, data, fragment):
     response = requests.post(run_url(node, "add"), data=data, timeout=10)
     assert_error(response, 400, "BadRequest", fragment)
 
 
 def test_400_names_missing_and_unexpected_parameters(node):
-    body = assert_error(post(node, "add", {"b": 1, "c": 2}), 400, "InvalidParameters",
-                        "missing parameter 'a'", "unexpected parameter 'c'")
+    body = assert_error(
+        post(node, "add", {"b": 1, "c": 2}),
+        400,
+        "InvalidParameters",
+        "missing parameter 'a'",
+        "unexpected parameter 'c'",
+    )
     assert "add(a, b=0)" in body["message"]
 
 
@@ -127,10 +135,11 @@ def test_413_chunked_body_over_the_limit(node):
 
 
 def test_500_function_raised_without_traceback(node):
-    body = assert_error(post(node, "raises", {"message": "no such customer"}), 500, "FunctionError",
-                        "ValueError: no such customer")
+    body = assert_error(
+        post(node, "raises", {"message": "no such customer"}), 500, "FunctionError", "ValueError: no such customer"
+    )
     assert "line" not in body["detailedMessage"]
-    node.wait_for_output('raise ValueError(message)')  # the author finds the traceback in the log
+    node.wait_for_output("raise ValueError(message)")  # the author finds the traceback in the log
 
 
 def test_500_result_not_serializable_names_the_type(node):
@@ -255,7 +264,7 @@ def test_queue_is_first_in_first_out(node, tmp_path):
         queued = []
         for tag in range(5):
             queued.append(pool.submit(post, node, "fifo", {"tag": tag}))
-            eventually(lambda: queue_depth(node, "fifo") == tag + 1)
+            eventually(lambda tag=tag: queue_depth(node, "fifo") == tag + 1)
         replies = [future.result().json()["response"] for future in queued]
         assert running.result().status_code == 200
     finished = sorted(replies, key=lambda reply: reply["at"])

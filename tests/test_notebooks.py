@@ -24,8 +24,10 @@ from apinode.packaging.notebooks import (
 )
 from apinode.packaging.staging import stage_source
 
-SCORE = "%%api_endpoint churn/score --function score --folder data --requirement numpy --ceil 1\n" \
-        "def score(x):\n    return x\n"
+SCORE = (
+    "%%api_endpoint churn/score --function score --folder data --requirement numpy --ceil 1\n"
+    "def score(x):\n    return x\n"
+)
 
 
 def write_notebook(path, *sources, markdown="# title"):
@@ -88,8 +90,7 @@ def test_registrations_build_what_the_notebook_builds(base):
     """The in-kernel registry, given the same cells, builds byte-identical bundles."""
     path = write_notebook(base / "nb.ipynb", SCORE)
     magic_line, _, code = SCORE.partition("\n")
-    registration = EndpointRegistration(
-        parse_endpoint_magic(magic_line.removeprefix("%%api_endpoint ")), code)
+    registration = EndpointRegistration(parse_endpoint_magic(magic_line.removeprefix("%%api_endpoint ")), code)
     staged = stage_registrations("churn", [registration], base, "kernel")
     assert bundle_bytes(staged) == bundle_bytes(stage_notebook(path))
     with pytest.raises(ValueError, match="other services than 'pricing'"):
@@ -97,8 +98,7 @@ def test_registrations_build_what_the_notebook_builds(base):
 
 
 def test_service_choice(base):
-    path = write_notebook(base / "nb.ipynb", SCORE,
-                          "%%api_endpoint pricing/quote --function q\ndef q():\n    pass\n")
+    path = write_notebook(base / "nb.ipynb", SCORE, "%%api_endpoint pricing/quote --function q\ndef q():\n    pass\n")
     with pytest.raises(DefinitionError, match=r"defines several services \(churn, pricing\); pass"):
         stage_notebook(path)
     assert stage_notebook(path, "pricing").definition.id == "pricing"
@@ -114,20 +114,37 @@ def test_no_services_explains_the_cell_syntax(base):
     assert "%%api_endpoint SERVICE/ENDPOINT --function NAME" in str(caught.value)
 
 
-@pytest.mark.parametrize("sources, error, message", [
-    (["%%api_endpoint churn/score\nx = 1"], MagicUsageError,
-     "nb.ipynb: cell 2: the following arguments are required: --function; " + ENDPOINT_USAGE),
-    (["%%api_test_queries churn/score\n[]"], DefinitionError,
-     "nb.ipynb: cell 2: test queries for churn/score, which no %%api_endpoint cell defines"),
-    ([SCORE, "%%api_test_queries churn/score\n[{]"], DefinitionError,
-     "nb.ipynb: cell 3: not valid JSON"),
-    ([SCORE, '%%api_test_queries churn/score\n[{"query": {}}]'], DefinitionError,
-     "nb.ipynb: cell 3: testQueries[0].name: expected a non-empty string"),
-    ([SCORE, "%%api_test_queries churn score\n[]"], MagicUsageError,
-     "nb.ipynb: cell 3: expected one SERVICE/ENDPOINT, got 'churn score'; " + TEST_QUERIES_USAGE),
-    (["%%api_endpoint churn/score --function f --folder missing\n"], DefinitionError,
-     "nb.ipynb: endpoint score: folder not found"),
-])
+@pytest.mark.parametrize(
+    "sources, error, message",
+    [
+        (
+            ["%%api_endpoint churn/score\nx = 1"],
+            MagicUsageError,
+            "nb.ipynb: cell 2: the following arguments are required: --function; " + ENDPOINT_USAGE,
+        ),
+        (
+            ["%%api_test_queries churn/score\n[]"],
+            DefinitionError,
+            "nb.ipynb: cell 2: test queries for churn/score, which no %%api_endpoint cell defines",
+        ),
+        ([SCORE, "%%api_test_queries churn/score\n[{]"], DefinitionError, "nb.ipynb: cell 3: not valid JSON"),
+        (
+            [SCORE, '%%api_test_queries churn/score\n[{"query": {}}]'],
+            DefinitionError,
+            "nb.ipynb: cell 3: testQueries[0].name: expected a non-empty string",
+        ),
+        (
+            [SCORE, "%%api_test_queries churn score\n[]"],
+            MagicUsageError,
+            "nb.ipynb: cell 3: expected one SERVICE/ENDPOINT, got 'churn score'; " + TEST_QUERIES_USAGE,
+        ),
+        (
+            ["%%api_endpoint churn/score --function f --folder missing\n"],
+            DefinitionError,
+            "nb.ipynb: endpoint score: folder not found",
+        ),
+    ],
+)
 def test_errors_name_the_notebook_and_cell(base, sources, error, message):
     path = write_notebook(base / "nb.ipynb", *sources)
     with pytest.raises(error) as caught:
@@ -157,22 +174,28 @@ def test_parse_endpoint_magic():
     assert parse_test_queries_magic(" s/e ") == ("s", "e")
 
 
-@pytest.mark.parametrize("line, message", [
-    ("", "the following arguments are required: target, --function"),
-    ("s --function f", "expected SERVICE/ENDPOINT (ids of letters, digits, '_' or '-'), got 's'"),
-    ("s/e/x --function f", "got 's/e/x'"),
-    ("s/e --function 1f", "--function: expected the name of a Python function, got '1f'"),
-    ("s/e --function f --ceil x", "argument --ceil: invalid int value: 'x'"),
-    ("s/e --function f --ceil 0", "pool.ceil: expected an integer >= 1, got 0"),
-    ("s/e --function f --floor 3 --ceil 2", "pool: expected floor <= cruise <= ceil"),
-    ("s/e --function f --bogus", "unrecognized arguments: --bogus"),
-    ("s/e --func f", "required: --function"),
-    ("s/e --function 'f", "No closing quotation"),
-    ("s/e --function f -h", "unrecognized arguments: -h"),
-    ("s/e --function f --requirement=-rfoo", "--requirement: codeEnv.requirements[0]: expected a "
-                                             "requirement (a name with optional version, or a URL), not an option"),
-    ("s/e --function f --requirement numpy --requirement ''", "codeEnv.requirements[1]: expected a non-empty"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("", "the following arguments are required: target, --function"),
+        ("s --function f", "expected SERVICE/ENDPOINT (ids of letters, digits, '_' or '-'), got 's'"),
+        ("s/e/x --function f", "got 's/e/x'"),
+        ("s/e --function 1f", "--function: expected the name of a Python function, got '1f'"),
+        ("s/e --function f --ceil x", "argument --ceil: invalid int value: 'x'"),
+        ("s/e --function f --ceil 0", "pool.ceil: expected an integer >= 1, got 0"),
+        ("s/e --function f --floor 3 --ceil 2", "pool: expected floor <= cruise <= ceil"),
+        ("s/e --function f --bogus", "unrecognized arguments: --bogus"),
+        ("s/e --func f", "required: --function"),
+        ("s/e --function 'f", "No closing quotation"),
+        ("s/e --function f -h", "unrecognized arguments: -h"),
+        (
+            "s/e --function f --requirement=-rfoo",
+            "--requirement: codeEnv.requirements[0]: expected a "
+            "requirement (a name with optional version, or a URL), not an option",
+        ),
+        ("s/e --function f --requirement numpy --requirement ''", "codeEnv.requirements[1]: expected a non-empty"),
+    ],
+)
 def test_magic_errors_are_one_line_with_usage(line, message, capsys):
     with pytest.raises(MagicUsageError) as caught:
         parse_endpoint_magic(line)

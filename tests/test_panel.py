@@ -8,14 +8,16 @@ import os
 import pytest
 
 from apinode.jupyter_ext.devserver import DevServer, DevServerError
+from apinode.jupyter_ext.kernel_endpoints import KernelEndpoints
 from apinode.jupyter_ext.panel import ApiPanel
-from apinode.jupyter_ext.registry import EndpointRegistry
 from apinode.packaging.magic_syntax import MagicUsageError, parse_endpoint_magic
 
 pytestmark = pytest.mark.timeout(60)
 
-QUERIES = [{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},
-           {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]
+QUERIES = [
+    {"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},
+    {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3},
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def dev_server(tmp_path_factory):
 
 @pytest.fixture
 def registry(tmp_path):
-    registry = EndpointRegistry(tmp_path)
+    registry = KernelEndpoints(tmp_path)
     registry.register(parse_endpoint_magic("calc/add --function add"), "def add(a, b):\n    return a + b\n")
     registry.set_test_queries("calc", "add", json.dumps(QUERIES))
     registry.register(parse_endpoint_magic("calc/broken --function f"), "import no_such_module_here\n")
@@ -143,7 +145,7 @@ def test_errors_land_in_the_output_widget_one_line_or_a_traceback(registry):
 
 
 def test_an_empty_kernel_says_what_to_do(tmp_path):
-    panel = ApiPanel(EndpointRegistry(tmp_path), dev_server=lambda: None)
+    panel = ApiPanel(KernelEndpoints(tmp_path), dev_server=lambda: None)
     assert panel.endpoint.options == () and panel.play_button.disabled
     assert "run a %%api_endpoint cell" in panel.status.value
     panel.deploy_button.click()

@@ -75,7 +75,9 @@ async def busy_until(pipelines) -> None:
 
 def make(floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000, fail=False):
     factory = Factory(fail)
-    return Pool("svc/ep", PoolSettings(floor=floor, ceil=ceil, cruise=cruise, queue=queue, timeout_ms=timeout_ms), factory), factory
+    return Pool(
+        "svc/ep", PoolSettings(floor=floor, ceil=ceil, cruise=cruise, queue=queue, timeout_ms=timeout_ms), factory
+    ), factory
 
 
 async def test_floor_is_started_before_any_request():
@@ -181,7 +183,7 @@ async def test_dead_pipeline_fails_its_request_and_is_replaced():
 
 
 async def test_load_failure_marks_the_pool_failed_without_respawning():
-    pool, factory = make(floor=2, fail=True)
+    pool, _ = make(floor=2, fail=True)
     with pytest.raises(EndpointLoadFailed):
         await pool.start()
     with pytest.raises(EndpointLoadFailed, match="boom"):

@@ -14,19 +14,26 @@ def write(log: QueryLog, entries) -> None:
         for entry in entries:
             log.record(*entry)
         log.close()
+
     asyncio.run(main())
 
 
 def test_lines_hold_the_request_and_its_parameters_when_given(tmp_path):
-    write(QueryLog(tmp_path), [
-        ("svc", "score", "g1", 200, 1.23456, b'{"age": 3}'),
-        ("svc", "score", "g1", 400, 0.5, b"not json"),
-        ("svc", "score", None, 404, 0.1, None),
-        ("other", "e", "g2", 200, 2.0, b""),
-    ])
+    write(
+        QueryLog(tmp_path),
+        [
+            ("svc", "score", "g1", 200, 1.23456, b'{"age": 3}'),
+            ("svc", "score", "g1", 400, 0.5, b"not json"),
+            ("svc", "score", None, 404, 0.1, None),
+            ("other", "e", "g2", 200, 2.0, b""),
+        ],
+    )
     lines = [json.loads(line) for line in (tmp_path / "svc.log").read_text().splitlines()]
     assert [(line["endpoint"], line["generation"], line["status"]) for line in lines] == [
-        ("score", "g1", 200), ("score", "g1", 400), ("score", None, 404)]
+        ("score", "g1", 200),
+        ("score", "g1", 400),
+        ("score", None, 404),
+    ]
     assert lines[0]["timing"] == {"total": 1.235} and lines[0]["parameters"] == {"age": 3}
     assert lines[1]["parameters"] == "not json" and "parameters" not in lines[2]
     assert json.loads((tmp_path / "other.log").read_text())["parameters"] == {}

@@ -10,7 +10,6 @@ import dataikuapi
 import pytest
 import requests
 from dataikuapi.utils import DataikuException
-
 from support import NodeProcess, apinode, make_admin_key, make_bundle
 
 
@@ -52,11 +51,13 @@ def test_everything_survives_a_restart(tmp_path):
             admin.create_service(service_id)
             for generation in ("g1", "g2"):
                 admin.service(service_id).import_generation_from_archive(
-                    str(make_bundle(tmp_path, service_id, generation)))
+                    str(make_bundle(tmp_path, service_id, generation))
+                )
         admin.service("kept").switch_to_single_generation("g1")
         admin.service("kept").switch_to_newest()
         admin.service("mapped").set_generations_mapping(
-            {"entries": [{"generation": "g1", "proba": 0.5}, {"generation": "g2", "proba": 0.5}]})
+            {"entries": [{"generation": "g1", "proba": 0.5}, {"generation": "g2", "proba": 0.5}]}
+        )
         admin.service("off").switch_to_newest()
         admin.service("off").disable()
         api_key = admin.auth().add_key(label="made through the API")["key"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from support import make_bundle
 
 from apinode.node.errors import BadRequest, Conflict
-from apinode.node.routing import GenerationMapping
 from apinode.node.store import DataDir, ServiceState
-from support import make_bundle
+from apinode.node.traffic import GenerationMapping
 
 
 @pytest.fixture
@@ -56,8 +56,11 @@ def test_pool_overrides(store, tmp_path):
     override.parent.mkdir(parents=True)
     override.write_text('{"pool": {"queue": 2}}')
     assert store.pool_settings("svc", endpoint).queue == 2 and store.pool_settings("svc", endpoint).ceil == 4
-    for text, fragment in [('{"queue": 2}', 'expected {"pool"'), ("{", "not valid JSON"),
-                           ('{"pool": {"queue": -1}}', "pool.queue")]:
+    for text, fragment in [
+        ('{"queue": 2}', 'expected {"pool"'),
+        ("{", "not valid JSON"),
+        ('{"pool": {"queue": -1}}', "pool.queue"),
+    ]:
         override.write_text(text)
         with pytest.raises(BadRequest, match="pool override refused") as refused:
             store.pool_settings("svc", endpoint)

@@ -56,14 +56,14 @@ class Designer:
     def service(self, path: str, service_id: str) -> StagedService:
         services = self.services(path)
         if service_id not in services:
-            raise DesignerError(404, f"{path} defines no service {service_id!r} "
-                                     f"(it defines: {', '.join(services) or 'none'})")
+            raise DesignerError(
+                404, f"{path} defines no service {service_id!r} (it defines: {', '.join(services) or 'none'})"
+            )
         return services[service_id]
 
     def endpoints(self, path: str) -> dict[str, Any]:
         """The notebook's services as service.json has them: endpoints, test queries and all."""
-        return {"path": path,
-                "services": [staged.definition.to_json() for staged in self.services(path).values()]}
+        return {"path": path, "services": [staged.definition.to_json() for staged in self.services(path).values()]}
 
     def deploy(self, path: str) -> dict[str, Any]:
         """Deploy every service of the notebook to the dev server; whether each function loads."""
@@ -73,8 +73,10 @@ class Designer:
         for staged in services.values():
             self._check_files(path, staged)
         info = self.dev_server.ensure()
-        return {"devServer": info.url,
-                "services": [deploy_to_dev(info, staged).to_json() for staged in services.values()]}
+        return {
+            "devServer": info.url,
+            "services": [deploy_to_dev(info, staged).to_json() for staged in services.values()],
+        }
 
     def play(self, path: str, service_id: str, endpoint_id: str) -> dict[str, Any]:
         """Play an endpoint's test queries (as the notebook has them) on the dev server."""
@@ -84,13 +86,22 @@ class Designer:
         except KeyError as error:
             raise DesignerError(404, f"{path}: {error.args[0]}") from None
         if not endpoint.test_queries:
-            raise DesignerError(400, f"{path}: {service_id}/{endpoint_id} has no test queries; add a "
-                                     f"%%api_test_queries {service_id}/{endpoint_id} cell")
+            raise DesignerError(
+                400,
+                f"{path}: {service_id}/{endpoint_id} has no test queries; add a "
+                f"%%api_test_queries {service_id}/{endpoint_id} cell",
+            )
         info = self.dev_server.ensure()
         report = play_on_dev(info.url, service_id, endpoint_id, endpoint.test_queries)
-        return {"service": service_id, "endpoint": endpoint_id, "devServer": info.url,
-                "summary": report.summary, "passed": report.passed, "headers": list(RESULT_HEADERS),
-                "results": [_result_json(result) for result in report.results]}
+        return {
+            "service": service_id,
+            "endpoint": endpoint_id,
+            "devServer": info.url,
+            "summary": report.summary,
+            "passed": report.passed,
+            "headers": list(RESULT_HEADERS),
+            "results": [_result_json(result) for result in report.results],
+        }
 
     def bundle(self, path: str, service_id: str) -> tuple[str, bytes]:
         """(file name, bytes) of the service's bundle, as `apinode build` makes it."""
@@ -109,19 +120,29 @@ class Designer:
             folder = folder_on_disk(archive_path, source)
             real = source.resolve()
             if not real.is_relative_to(self.root_dir):
-                raise DesignerError(403, f"{path}: service {staged.definition.id}: folder {folder} "
-                                         "is outside the server's root directory")
-            if not self.allow_hidden and any(
-                    part.startswith(".") for part in real.relative_to(self.root_dir).parts):
-                raise DesignerError(403, f"{path}: service {staged.definition.id}: folder {folder} "
-                                         f"holds a hidden path ({real.relative_to(self.root_dir)}), "
-                                         "which the server does not serve")
+                raise DesignerError(
+                    403,
+                    f"{path}: service {staged.definition.id}: folder {folder} is outside the server's root directory",
+                )
+            if not self.allow_hidden and any(part.startswith(".") for part in real.relative_to(self.root_dir).parts):
+                raise DesignerError(
+                    403,
+                    f"{path}: service {staged.definition.id}: folder {folder} "
+                    f"holds a hidden path ({real.relative_to(self.root_dir)}), "
+                    "which the server does not serve",
+                )
 
 
 def _result_json(result: QueryResult) -> dict[str, Any]:
-    out = {"name": result.name, "status": result.status, "timeMs": result.time_ms,
-           "response": result.answer, "verdict": result.verdict, "passed": result.passed,
-           "cells": list(result_cells(result))}
+    out = {
+        "name": result.name,
+        "status": result.status,
+        "timeMs": result.time_ms,
+        "response": result.answer,
+        "verdict": result.verdict,
+        "passed": result.passed,
+        "cells": list(result_cells(result)),
+    }
     if result.expected is not NO_EXPECTED:
         out["expected"] = result.expected
     return out

@@ -47,7 +47,7 @@ from ..playback import (
 )
 from .deploy import deploy_bundle
 from .devserver import DevServerError, DevServerInfo, find_dev_server, runtime_file
-from .registry import EndpointRegistry
+from .kernel_endpoints import KernelEndpoints
 from .results import RichReport, html_table
 
 _START_TIMEOUT = 120.0  # a start asked by a kernel: the admin key, then the node's start-up
@@ -86,30 +86,44 @@ class DevDeployment:
         if self.switched:
             return f"service {self.service} deployed to the dev server at {self.url} (generation {self.generation})"
         failed = ", ".join(load.endpoint for load in self.endpoints if not load.loaded)
-        return (f"service {self.service} NOT switched: {failed} did not load; the dev server at "
-                f"{self.url} serves what it served before")
+        return (
+            f"service {self.service} NOT switched: {failed} did not load; the dev server at "
+            f"{self.url} serves what it served before"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"service": self.service, "generation": self.generation, "url": self.url,
-                "switched": self.switched, "summary": self.summary,
-                "endpoints": {load.endpoint: load.to_json() for load in self.endpoints}}
+        return {
+            "service": self.service,
+            "generation": self.generation,
+            "url": self.url,
+            "switched": self.switched,
+            "summary": self.summary,
+            "endpoints": {load.endpoint: load.to_json() for load in self.endpoints},
+        }
 
     def _cells(self) -> list[tuple[str, str, str]]:
         return [(load.endpoint, "yes" if load.loaded else "NO", load.error or "") for load in self.endpoints]
 
     def __repr__(self) -> str:
-        tracebacks = [f"traceback of {load.endpoint}:\n{load.traceback.rstrip()}"
-                      for load in self.endpoints if load.traceback]
+        tracebacks = [
+            f"traceback of {load.endpoint}:\n{load.traceback.rstrip()}" for load in self.endpoints if load.traceback
+        ]
         return "\n\n".join([text_table(LOAD_HEADERS, self._cells()), *tracebacks, self.summary])
 
     def _repr_html_(self) -> str:
         colors = ["#1a7f37" if load.loaded else "#cf222e" for load in self.endpoints]
         rows = [(endpoint, error, loads) for endpoint, loads, error in self._cells()]  # verdict last
         table = html_table(("endpoint", "error", "loads"), rows, row_colors=colors)
-        return f"<p>{html.escape(self.summary)}</p>" + table + "".join(
-            f"<details><summary>traceback of {html.escape(load.endpoint)}</summary>"
-            f"<pre>{html.escape(load.traceback)}</pre></details>"
-            for load in self.endpoints if load.traceback)
+        return (
+            f"<p>{html.escape(self.summary)}</p>"
+            + table
+            + "".join(
+                f"<details><summary>traceback of {html.escape(load.endpoint)}</summary>"
+                f"<pre>{html.escape(load.traceback)}</pre></details>"
+                for load in self.endpoints
+                if load.traceback
+            )
+        )
 
 
 def deploy_to_dev(info: DevServerInfo, staged: StagedService) -> DevDeployment:
@@ -136,12 +150,19 @@ def _check(info: DevServerInfo, service: str, generation: str) -> tuple[Endpoint
     answer = decode_answer(body)
     if status != 200 or not isinstance(answer, dict):
         return None
-    return tuple(EndpointLoad(endpoint, bool(load["loaded"]), load["error"], load["traceback"])
-                 for endpoint, load in answer["endpoints"].items())
+    return tuple(
+        EndpointLoad(endpoint, bool(load["loaded"]), load["error"], load["traceback"])
+        for endpoint, load in answer["endpoints"].items()
+    )
 
 
-def play_on_dev(url: str, service: str, endpoint: str, queries: Sequence[TestQuery],
-                on_result: Callable[[QueryResult], None] | None = None) -> RichReport:
+def play_on_dev(
+    url: str,
+    service: str,
+    endpoint: str,
+    queries: Sequence[TestQuery],
+    on_result: Callable[[QueryResult], None] | None = None,
+) -> RichReport:
     """Play test queries on the dev server at `url`, one after the other; `on_result` after each."""
     results = []
     for query in queries:
@@ -166,13 +187,16 @@ def kernel_dev_server(server_pid: int | None = None) -> DevServerInfo:
     started_pid = _ask_to_start(server_pid)
     info = find_dev_server(server_pid)
     if info is None or info.pid != started_pid:
-        raise DevServerError(f"the Jupyter server (pid {server_pid}) said its dev server started, "
-                             f"but {runtime_file(server_pid)} does not describe a running one")
+        raise DevServerError(
+            f"the Jupyter server (pid {server_pid}) said its dev server started, "
+            f"but {runtime_file(server_pid)} does not describe a running one"
+        )
     return info
 
 
-def deploy_registered(registry: EndpointRegistry, service: str,
-                      dev_server: Callable[[], DevServerInfo] = kernel_dev_server) -> DevDeployment:
+def deploy_registered(
+    registry: KernelEndpoints, service: str, dev_server: Callable[[], DevServerInfo] = kernel_dev_server
+) -> DevDeployment:
     """Deploy a service the kernel registered (`%api_dev`, the panel) to the dev server."""
     return deploy_to_dev(dev_server(), registry.stage(service))
 
@@ -187,30 +211,40 @@ def _ask_to_start(server_pid: int) -> int:
         raise DevServerError(
             f"no dev server: this kernel's Jupyter server (pid {server_pid}) has no {server_file.name} "
             "in the runtime dir; run the kernel from a Jupyter server with the apinode extension "
-            "(jupyter server extension list)") from None
+            "(jupyter server extension list)"
+        ) from None
     try:
         start_url = check_url(f"{url.rstrip('/')}/apinode/api/dev/start")
     except NodeError as error:
         raise DevServerError(f"{server_file}: {error}") from None
-    request = urllib.request.Request(start_url, data=b"{}", method="POST", headers={
-        "Authorization": f"token {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        start_url,
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=_START_TIMEOUT) as response:
             body = response.read()
     except urllib.error.HTTPError as error:
         with error:
             detail = describe_error(decode_answer(error.read()))
-        hint = (" (it has no token to give kernels: start the dev server from the API designer, "
-                f"{url}apinode/designer)" if error.code in (401, 403) else "")
-        raise DevServerError(f"the Jupyter server did not start its dev server: HTTP {error.code} "
-                             f"{detail}{hint}") from None
+        hint = (
+            f" (it has no token to give kernels: start the dev server from the API designer, {url}apinode/designer)"
+            if error.code in (401, 403)
+            else ""
+        )
+        raise DevServerError(
+            f"the Jupyter server did not start its dev server: HTTP {error.code} {detail}{hint}"
+        ) from None
     except (urllib.error.URLError, OSError) as error:
-        raise DevServerError(f"cannot reach the Jupyter server at {url}: "
-                             f"{getattr(error, 'reason', error)}") from None
+        raise DevServerError(f"cannot reach the Jupyter server at {url}: {getattr(error, 'reason', error)}") from None
     except ValueError as error:  # http.client.InvalidURL: a port that is not a number
         raise DevServerError(f"{server_file}: {error}") from None
     try:
         return int(json.loads(body)["pid"])
     except (ValueError, KeyError, TypeError):
-        raise DevServerError(f"the Jupyter server at {url} did not say which dev server runs (is "
-                             "its apinode extension the same version as the kernel's?)") from None
+        raise DevServerError(
+            f"the Jupyter server at {url} did not say which dev server runs (is "
+            "its apinode extension the same version as the kernel's?)"
+        ) from None

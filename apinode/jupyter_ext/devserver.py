@@ -90,8 +90,14 @@ def _alive(pid: int) -> bool:
 class DevServer:
     """The Jupyter server's own dev server (see the module docstring)."""
 
-    def __init__(self, server_pid: int, runtime_dir: Path, start_timeout: float,
-                 stop_timeout: float, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        server_pid: int,
+        runtime_dir: Path,
+        start_timeout: float,
+        stop_timeout: float,
+        python: str = sys.executable,
+    ) -> None:
         self.runtime_file = runtime_file(server_pid, runtime_dir)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -136,10 +142,23 @@ class DevServer:
             raise
         with log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [self.python, "-m", "apinode.cli", "serve", "--data-dir", str(data_dir),
-                 "--host", "127.0.0.1", "--port", "0"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # a Ctrl-C meant for Jupyter (which asks first) is not for it
+                [
+                    self.python,
+                    "-m",
+                    "apinode.cli",
+                    "serve",
+                    "--data-dir",
+                    str(data_dir),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # a Ctrl-C meant for Jupyter (which asks first) is not for it
         url = self._announced_url(self._process, log_path)
         self._info = DevServerInfo(url, key, self._process.pid)
         with secure_write(str(self.runtime_file)) as file:  # 0600: it holds the admin key
@@ -150,13 +169,19 @@ class DevServer:
         try:
             done = subprocess.run(
                 [self.python, "-m", "apinode.cli", "admin-key-create", "--data-dir", str(data_dir)],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.start_timeout)
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=self.start_timeout,
+            )
         except subprocess.TimeoutExpired:
             raise DevServerError(f"making the dev server's admin key took over {self.start_timeout:g} s") from None
         lines = done.stdout.split()
         if done.returncode != 0 or not lines:
-            raise DevServerError(f"the dev server's admin key could not be made (exit "
-                                 f"{done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+            raise DevServerError(
+                f"the dev server's admin key could not be made (exit "
+                f"{done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+            )
         return lines[-1]
 
     def _announced_url(self, process: subprocess.Popen[bytes], log_path: Path) -> str:
@@ -170,8 +195,11 @@ class DevServer:
             if process.poll() is not None or time.monotonic() > deadline:
                 self._stop_locked()
                 tail = "\n".join(output.splitlines()[-_LOG_TAIL_LINES:]) or "no output"
-                why = (f"exited with code {process.returncode}" if process.returncode is not None
-                       else f"did not announce its URL within {self.start_timeout:g} s")
+                why = (
+                    f"exited with code {process.returncode}"
+                    if process.returncode is not None
+                    else f"did not announce its URL within {self.start_timeout:g} s"
+                )
                 raise DevServerError(f"the dev server {why}:\n{tail}")
             time.sleep(_POLL_INTERVAL)
 

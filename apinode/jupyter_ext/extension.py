@@ -26,19 +26,28 @@ class ApiNodeExtension(ExtensionApp):
     static_paths = [str(STATIC)]
 
     dev_server_start_timeout = Float(
-        60.0, config=True,
+        60.0,
+        config=True,
         help="Seconds the dev server (an apinode node, one per Jupyter server) may take to start "
-             "listening before a deploy reports it as failed.")
+        "listening before a deploy reports it as failed.",
+    )
     dev_server_stop_timeout = Float(
-        10.0, config=True,
+        10.0,
+        config=True,
         help="Seconds the dev server gets to drain and stop its pipelines after SIGTERM, when "
-             "Jupyter stops, before it and its pipelines are killed.")
+        "Jupyter stops, before it and its pipelines are killed.",
+    )
 
     def initialize_settings(self) -> None:
-        self.dev_server = DevServer(os.getpid(), Path(self.serverapp.runtime_dir),
-                                    self.dev_server_start_timeout, self.dev_server_stop_timeout)
-        self.designer = Designer(Path(self.serverapp.root_dir), self.dev_server,
-                                 bool(getattr(self.serverapp.contents_manager, "allow_hidden", False)))
+        assert self.serverapp is not None
+        self.dev_server = DevServer(
+            os.getpid(), Path(self.serverapp.runtime_dir), self.dev_server_start_timeout, self.dev_server_stop_timeout
+        )
+        self.designer = Designer(
+            Path(self.serverapp.root_dir),
+            self.dev_server,
+            bool(getattr(self.serverapp.contents_manager, "allow_hidden", False)),
+        )
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)

@@ -19,8 +19,9 @@ from typing import Any
 
 from ..packaging.definitions import is_function_name
 
-RUNTIME_GLOBALS = frozenset({"folders", "__file__", "__name__", "__doc__", "__builtins__",
-                             "__loader__", "__package__", "__spec__"})
+RUNTIME_GLOBALS = frozenset(
+    {"folders", "__file__", "__name__", "__doc__", "__builtins__", "__loader__", "__package__", "__spec__"}
+)
 """What the module an endpoint's code runs in holds before the code runs (see runtime.loader)."""
 
 
@@ -31,8 +32,7 @@ class StandaloneError(ValueError):
 def undefined_globals(source: str) -> list[str]:
     """The global names `source` reads without defining them, builtins and runtime aside."""
     module = symtable.symtable(source, "<function source>", "exec")
-    defined = {symbol.get_name() for symbol in module.get_symbols()
-               if symbol.is_assigned() or symbol.is_imported()}
+    defined = {symbol.get_name() for symbol in module.get_symbols() if symbol.is_assigned() or symbol.is_imported()}
     read = {symbol.get_name() for symbol in module.get_symbols() if symbol.is_referenced()}
     for table in _nested(module):
         for symbol in table.get_symbols():
@@ -58,12 +58,12 @@ def standalone_source(function: Callable[..., Any]) -> tuple[str, str]:
     try:
         source = textwrap.dedent(inspect.getsource(unwrapped))
     except (OSError, TypeError) as error:
-        raise StandaloneError(f"cannot read the source of {name}: {error}; "
-                              "use a %%api_endpoint cell instead") from None
+        raise StandaloneError(f"cannot read the source of {name}: {error}; use a %%api_endpoint cell instead") from None
     missing = undefined_globals(source)
     if missing:
         raise StandaloneError(
             f"{name} uses {', '.join(missing)}, which its source does not define (notebook "
             "globals are not there on a node); put the code they come from in a cell with the "
-            f"function, starting with %%api_endpoint SERVICE/ENDPOINT --function {name}")
+            f"function, starting with %%api_endpoint SERVICE/ENDPOINT --function {name}"
+        )
     return source, name

@@ -65,9 +65,10 @@ class ApiNodeHandler(ExtensionHandlerMixin, APIHandler):
         except ValueError:
             raise web.HTTPError(400, "the request body is not JSON") from None
         values = [body.get(name) if isinstance(body, dict) else None for name in names]
-        if not all(isinstance(value, str) and value for value in values):
+        strings = [value for value in values if isinstance(value, str) and value]
+        if len(strings) != len(names):
             raise web.HTTPError(400, f"expected a JSON body with {', '.join(names)} (strings)")
-        return values
+        return strings
 
 
 class EndpointsHandler(ApiNodeHandler):
@@ -105,8 +106,9 @@ class BundleHandler(ApiNodeHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        name, content = await self.call(self.designer.bundle, self.get_query_argument("path", ""),
-                                        self.get_query_argument("service", ""))
+        name, content = await self.call(
+            self.designer.bundle, self.get_query_argument("path", ""), self.get_query_argument("service", "")
+        )
         self.set_header("Content-Disposition", f'attachment; filename="{name}"')
         self.finish(content, set_content_type="application/zip")
 
@@ -128,10 +130,14 @@ class DevProxyHandler(ApiNodeHandler):
         info = await self.call(self.designer.dev_server.ensure)
         query = f"?{self.request.query}" if self.request.query else ""
         response = await AsyncHTTPClient().fetch(
-            f"{info.url}/{urllib.parse.quote(path)}{query}", method=self.request.method,
+            f"{info.url}/{urllib.parse.quote(path)}{query}",
+            method=self.request.method,
             body=self.request.body if self.request.method == "POST" else None,
             headers={"Content-Type": self.request.headers.get("Content-Type", "application/json")},
-            request_timeout=PROXY_TIMEOUT, raise_error=False, follow_redirects=False)
+            request_timeout=PROXY_TIMEOUT,
+            raise_error=False,
+            follow_redirects=False,
+        )
         if response.code == 599:  # tornado's "no HTTP answer at all"
             raise web.HTTPError(502, f"dev server: no answer from {info.url}: {response.error}")
         self.set_status(response.code, response.reason)

@@ -21,15 +21,14 @@ from ..playback import QueryResult
 from ..runtime.errors import error_json
 from ..runtime.invoke import Invoker, Outcome
 from ..runtime.loader import LoadError, load_function
-from .registry import EndpointRegistry, RegistryError
+from .kernel_endpoints import KernelEndpoints, NotRegistered
 from .results import RichReport
 
 AD_HOC_QUERY = "query"
 """The name a query typed on the `%api_test` line goes by."""
 
 
-def run_queries(registry: EndpointRegistry, service: str, endpoint: str,
-                query: str | None = None) -> RichReport:
+def run_queries(registry: KernelEndpoints, service: str, endpoint: str, query: str | None = None) -> RichReport:
     """Play `query` (a request body, as JSON text) or else the endpoint's saved test queries."""
     registration = registry.registration(service, endpoint)
     name = f"{service}/{endpoint}"
@@ -38,35 +37,49 @@ def run_queries(registry: EndpointRegistry, service: str, endpoint: str,
     elif registration.test_queries:
         bodies = [(q.name, json.dumps(q.query).encode(), q.expected) for q in registration.test_queries]
     else:
-        raise RegistryError(f"{name} has no test queries: add a %%api_test_queries {name} cell, "
-                            f"or give one: %api_test {name} {{\"param\": value}}")
+        raise NotRegistered(
+            f"{name} has no test queries: add a %%api_test_queries {name} cell, "
+            f'or give one: %api_test {name} {{"param": value}}'
+        )
     invoke = _load(registry, registration, name)
     results = []
     for query_name, body, expected in bodies:
         outcome = invoke(body)
-        results.append(QueryResult(endpoint, query_name, expected, outcome.status,
-                                   json.loads(outcome.payload), outcome.execution_ms,
-                                   outcome.traceback))
+        results.append(
+            QueryResult(
+                endpoint,
+                query_name,
+                expected,
+                outcome.status,
+                json.loads(outcome.payload),
+                outcome.execution_ms,
+                outcome.traceback,
+            )
+        )
     return RichReport(f"{name} in the kernel", tuple(results))
 
 
-def _load(registry: EndpointRegistry, registration: EndpointRegistration,
-          name: str) -> Callable[[bytes], Outcome]:
+def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: str) -> Callable[[bytes], Outcome]:
     """The endpoint's code loaded as a pipeline loads it; if it does not load, every call gets
     the node's EndpointLoadFailed answer, with the traceback for the author."""
     folders = registry.folder_paths(registration)
     missing = [str(folder) for folder in folders if not folder.is_dir()]
     if missing:
-        raise RegistryError(f"{name}: folder not found: {', '.join(missing)}")
+        raise NotRegistered(f"{name}: folder not found: {', '.join(missing)}")
     filename = f"<{ENDPOINT_MAGIC} {name}>"
     # Cached like an IPython cell, so that tracebacks show the endpoint's lines.
-    linecache.cache[filename] = (len(registration.code), None,
-                                 registration.code.splitlines(keepends=True), filename)
+    linecache.cache[filename] = (len(registration.code), None, registration.code.splitlines(keepends=True), filename)
     module_name = "apinode_endpoint_" + name.replace("/", "_").replace("-", "_")  # as pipelines do
     try:
-        return Invoker(load_function(registration.code, filename, registration.magic.function,
-                                     [str(folder) for folder in folders], module_name))
+        return Invoker(
+            load_function(
+                registration.code,
+                filename,
+                registration.magic.function,
+                [str(folder) for folder in folders],
+                module_name,
+            )
+        )
     except LoadError as error:
-        failed = Outcome(500, error_json("EndpointLoadFailed", f"{name}: {error}"), 0.0,
-                         error.traceback or None)
+        failed = Outcome(500, error_json("EndpointLoadFailed", f"{name}: {error}"), 0.0, error.traceback or None)
         return lambda body: failed

@@ -40,19 +40,19 @@ from ..packaging.magic_syntax import (
 from ..playback import NodeError
 from .deploy import deploy_service
 from .globals_check import StandaloneError
+from .kernel_endpoints import KernelEndpoints, NotRegistered
 from .kernel_queries import run_queries
-from .registry import EndpointRegistry, RegistryError
 
-LINE_ENDPOINT_USAGE = ("usage: %api_endpoint SERVICE/ENDPOINT FUNCTION_NAME "
-                       f"(or a cell: {ENDPOINT_USAGE.removeprefix('usage: ')})")
+LINE_ENDPOINT_USAGE = (
+    f"usage: %api_endpoint SERVICE/ENDPOINT FUNCTION_NAME (or a cell: {ENDPOINT_USAGE.removeprefix('usage: ')})"
+)
 TEST_USAGE = "usage: %api_test SERVICE/ENDPOINT [JSON query]"
 EXPORT_USAGE = "usage: %api_export SERVICE -o FILE.zip"
 DEPLOY_USAGE = "usage: %api_deploy SERVICE --url URL --key ADMIN_KEY"
 SERVICES_USAGE = "usage: %api_services"
 PANEL_USAGE = "usage: %api_panel"
 
-USER_ERRORS = (MagicUsageError, DefinitionError, BundleError, RegistryError, StandaloneError,
-               NodeError, OSError)
+USER_ERRORS = (MagicUsageError, DefinitionError, BundleError, NotRegistered, StandaloneError, NodeError, OSError)
 """The errors a user can act on, shown as one line (here and in the panel), not a traceback."""
 _Magic = TypeVar("_Magic", bound=Callable[..., Any])
 
@@ -94,9 +94,9 @@ _DEPLOY = _service_parser(DEPLOY_USAGE, "--url", "--key")
 @magics_class
 class ApiMagics(Magics):
     """`%%api_endpoint`, `%api_endpoint`, `%%api_test_queries`, `%api_test`, `%api_services`,
-    `%api_export`, `%api_deploy`, all over one `EndpointRegistry`."""
+    `%api_export`, `%api_deploy`, all over one `KernelEndpoints`."""
 
-    def __init__(self, shell: Any, registry: EndpointRegistry) -> None:
+    def __init__(self, shell: Any, registry: KernelEndpoints) -> None:
         super().__init__(shell)
         self.registry = registry
 
@@ -113,15 +113,19 @@ class ApiMagics(Magics):
             registration = self.registry.register(magic, cell)
             # The cell runs as in a pipeline: its folders' paths in the global `folders`.
             folders = self.registry.folder_paths(registration)
+            assert self.shell is not None
             self.shell.user_ns["folders"] = [str(folder) for folder in folders]
-            if not self.shell.run_cell(cell).success:  # its traceback is shown already
-                raise UsageError(f"the code of {registration.magic.service}/"
-                                 f"{registration.magic.endpoint} failed here (it is registered)")
+            if not self.shell.run_cell(cell).success:  # type: ignore[no-untyped-call]  # its traceback is shown already
+                raise UsageError(
+                    f"the code of {registration.magic.service}/"
+                    f"{registration.magic.endpoint} failed here (it is registered)"
+                )
             return
         words = line.split()
         if len(words) != 2:
             raise MagicUsageError(f"expected SERVICE/ENDPOINT and a function name; {LINE_ENDPOINT_USAGE}")
         service, endpoint = parse_target(words[0], LINE_ENDPOINT_USAGE)
+        assert self.shell is not None
         if words[1] not in self.shell.user_ns:
             raise MagicUsageError(f"no {words[1]!r} defined in this kernel; {LINE_ENDPOINT_USAGE}")
         self.registry.register_function(service, endpoint, self.shell.user_ns[words[1]])
@@ -198,9 +202,10 @@ def _check_plain_python(target: str, cell: str) -> None:
         raise MagicUsageError(
             f"{target}: line {error.lineno}{f' ({text!r})' if text else ''}: {error.msg}; endpoint "
             "cells must be plain Python (the node runs them without IPython: no !commands or "
-            "%magics); the cell is not registered") from None
+            "%magics); the cell is not registered"
+        ) from None
 
 
 def load_magics(ipython: Any) -> None:
     """Register the magics on `ipython`, over a registry of the kernel's working directory."""
-    ipython.register_magics(ApiMagics(ipython, EndpointRegistry()))
+    ipython.register_magics(ApiMagics(ipython, KernelEndpoints()))

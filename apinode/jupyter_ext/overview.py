@@ -17,10 +17,15 @@ HEADERS = ("service", "endpoint", "function", "folders", "requirements", "pool",
 def _cells(registration: EndpointRegistration) -> tuple[str, ...]:
     magic = registration.magic
     pool = PoolSettings.from_json(magic.pool, "pool").to_json()
-    return (magic.service, magic.endpoint, magic.function, ", ".join(magic.folders),
-            ", ".join(magic.requirements) or "(builtin env)",
-            " ".join(f"{key}={value}" for key, value in pool.items()),
-            str(len(registration.test_queries)))
+    return (
+        magic.service,
+        magic.endpoint,
+        magic.function,
+        ", ".join(magic.folders),
+        ", ".join(magic.requirements) or "(builtin env)",
+        " ".join(f"{key}={value}" for key, value in pool.items()),
+        str(len(registration.test_queries)),
+    )
 
 
 @dataclass(frozen=True, repr=False)

@@ -30,15 +30,15 @@ from ..packaging.definitions import DefinitionError, TestQuery, parse_json, pars
 from ..playback import QueryResult
 from .devclient import deploy_registered, kernel_dev_server, play_on_dev
 from .devserver import DevServerInfo
+from .kernel_endpoints import KernelEndpoints, NotRegistered
 from .kernel_queries import run_queries
 from .magics import USER_ERRORS
-from .registry import EndpointRegistry, RegistryError
 
 KERNEL, DEV_SERVER = "kernel", "dev server"
 _OK, _WRONG = "#1a7f37", "#cf222e"
 
 
-def show_panel(registry: EndpointRegistry) -> ApiPanel:
+def show_panel(registry: KernelEndpoints) -> ApiPanel:
     """The panel over the kernel's registry (the magic returns it, so the cell shows it)."""
     return ApiPanel(registry)
 
@@ -50,31 +50,41 @@ def _line(text: str, color: str | None = None) -> str:
 
 def _tables(html_text: str) -> str:
     """HTML tables spaced out: an HTML widget does not get the notebook's table styles."""
-    return ('<div class="apinode-panel"><style>.apinode-panel th, .apinode-panel td {padding: 2px 12px}'
-            '.apinode-panel caption {text-align: left; font-weight: bold}</style>' + html_text + "</div>")
+    return (
+        '<div class="apinode-panel"><style>.apinode-panel th, .apinode-panel td {padding: 2px 12px}'
+        ".apinode-panel caption {text-align: left; font-weight: bold}</style>" + html_text + "</div>"
+    )
 
 
-class ApiPanel(widgets.VBox):
+class ApiPanel(widgets.VBox):  # type: ignore[misc]
     """The panel. Its widgets are public attributes, so tests and scripts drive it as a user would."""
 
-    def __init__(self, registry: EndpointRegistry,
-                 dev_server: Callable[[], DevServerInfo] = kernel_dev_server, **kwargs: Any) -> None:
+    def __init__(
+        self, registry: KernelEndpoints, dev_server: Callable[[], DevServerInfo] = kernel_dev_server, **kwargs: Any
+    ) -> None:
         """`dev_server` finds (or has started) the dev server, when a button needs it."""
         self.registry = registry
         self._dev_server = dev_server
         self.endpoint = widgets.Dropdown(description="Endpoint")
-        self.refresh_button = widgets.Button(icon="refresh", tooltip="reload the kernel's endpoints",
-                                             layout=widgets.Layout(width="3em"))
-        self.queries = widgets.Textarea(description="Test queries", placeholder='[{"name": "…", "query": {…}}]',
-                                        layout=widgets.Layout(width="95%", height="10em"))
+        self.refresh_button = widgets.Button(
+            icon="refresh", tooltip="reload the kernel's endpoints", layout=widgets.Layout(width="3em")
+        )
+        self.queries = widgets.Textarea(
+            description="Test queries",
+            placeholder='[{"name": "…", "query": {…}}]',
+            layout=widgets.Layout(width="95%", height="10em"),
+        )
         self.queries_status = widgets.HTML()
-        self.where = widgets.ToggleButtons(options=[("in the kernel", KERNEL), ("on the dev server", DEV_SERVER)],
-                                           tooltips=["play through the kernel's own binding code",
-                                                     "play on the dev server (deploy first)"])
-        self.play_button = widgets.Button(description="Play test queries", icon="play", button_style="primary",
-                                          layout=widgets.Layout(width="auto"))
-        self.deploy_button = widgets.Button(description="Deploy to dev server", icon="upload",
-                                            layout=widgets.Layout(width="auto"))
+        self.where = widgets.ToggleButtons(
+            options=[("in the kernel", KERNEL), ("on the dev server", DEV_SERVER)],
+            tooltips=["play through the kernel's own binding code", "play on the dev server (deploy first)"],
+        )
+        self.play_button = widgets.Button(
+            description="Play test queries", icon="play", button_style="primary", layout=widgets.Layout(width="auto")
+        )
+        self.deploy_button = widgets.Button(
+            description="Deploy to dev server", icon="upload", layout=widgets.Layout(width="auto")
+        )
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="12em"))
         self.status = widgets.HTML()
         self.loads = widgets.HTML()
@@ -83,13 +93,19 @@ class ApiPanel(widgets.VBox):
         self._listing = False  # refresh() is replacing the options: the transient values are not picks
         self._shown: tuple[str, str] | None = None  # the endpoint whose queries were loaded...
         self._loaded_text = ""  # ...and the text loaded then (edited since if `queries` differs)
-        super().__init__([
-            widgets.HBox([self.endpoint, self.refresh_button]),
-            self.queries, self.queries_status,
-            widgets.HBox([self.play_button, self.where, self.deploy_button]),
-            widgets.HBox([self.progress, self.status]),
-            self.loads, self.results, self.errors,
-        ], **kwargs)
+        super().__init__(
+            [
+                widgets.HBox([self.endpoint, self.refresh_button]),
+                self.queries,
+                self.queries_status,
+                widgets.HBox([self.play_button, self.where, self.deploy_button]),
+                widgets.HBox([self.progress, self.status]),
+                self.loads,
+                self.results,
+                self.errors,
+            ],
+            **kwargs,
+        )
         self.endpoint.observe(self._on_pick, "value")
         self.queries.observe(self._check_queries, "value")
         self.refresh_button.on_click(self._guarded(self.refresh))
@@ -104,8 +120,10 @@ class ApiPanel(widgets.VBox):
         The queries being edited stay when the selection does: they are reloaded only for another
         endpoint, or when unedited (to show what its %%api_test_queries cell now says)."""
         selected = self.endpoint.value
-        options = [(f"{r.magic.service}/{r.magic.endpoint}", (r.magic.service, r.magic.endpoint))
-                   for r in self.registry.registrations()]
+        options = [
+            (f"{r.magic.service}/{r.magic.endpoint}", (r.magic.service, r.magic.endpoint))
+            for r in self.registry.registrations()
+        ]
         self._listing = True  # assigning options resets the value, and fires the observer
         try:
             self.endpoint.options = options
@@ -126,7 +144,7 @@ class ApiPanel(widgets.VBox):
         service, endpoint = self._selected()
         queries = self.registry.set_test_queries(service, endpoint, self.queries.value)
         if not queries:
-            raise RegistryError(f"{service}/{endpoint} has no test queries to play: add some above")
+            raise NotRegistered(f"{service}/{endpoint} has no test queries to play: add some above")
         self.progress.max, self.progress.value = len(queries), 0
         in_kernel = self.where.value == KERNEL
         self._say(f"playing {len(queries)} queries {'in the kernel' if in_kernel else 'on the dev server'}…")
@@ -182,8 +200,9 @@ class ApiPanel(widgets.VBox):
 
     def _selected(self) -> tuple[str, str]:
         if self.endpoint.value is None:
-            raise RegistryError("no endpoint selected: run a %%api_endpoint cell, then refresh")
-        return self.endpoint.value
+            raise NotRegistered("no endpoint selected: run a %%api_endpoint cell, then refresh")
+        selected: tuple[str, str] = self.endpoint.value
+        return selected
 
     def _advance(self, _result: QueryResult) -> None:
         self.progress.value += 1

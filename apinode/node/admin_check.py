@@ -21,7 +21,7 @@ from typing import Any
 from .admin_handlers import AdminHandler
 from .errors import EndpointLoadFailed
 from .keys import AdminKeys
-from .registry import ServiceRegistry
+from .service_manager import ServiceManager
 
 
 class CheckHandler(AdminHandler):
@@ -30,13 +30,16 @@ class CheckHandler(AdminHandler):
         self.write_json({"serviceId": service_id, "generation": generation, "endpoints": endpoints})
 
 
-def check_route(services: ServiceRegistry, keys: AdminKeys) -> tuple[str, type, dict[str, Any]]:
+def check_route(services: ServiceManager, keys: AdminKeys) -> tuple[str, type, dict[str, Any]]:
     """The route, for the node's list (ahead of the admin API's catch-all)."""
-    return (r"/admin/api/services/([^/]+)/generations/([^/]+)/check", CheckHandler,
-            {"services": services, "keys": keys})
+    return (
+        r"/admin/api/services/([^/]+)/generations/([^/]+)/check",
+        CheckHandler,
+        {"services": services, "keys": keys},
+    )
 
 
-async def check_generation(services: ServiceRegistry, service_id: str, generation: str) -> dict[str, Any]:
+async def check_generation(services: ServiceManager, service_id: str, generation: str) -> dict[str, Any]:
     """{endpoint id: {"loaded", "error", "traceback"}} for an imported generation of the service."""
     service = services.admin_get(service_id)
     services.check_imported(service, generation)

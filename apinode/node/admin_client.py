@@ -36,11 +36,17 @@ class AdminClient:
     def upload(self, service_id: str, bundle: Path) -> Any:
         """Import a bundle file as a new generation of the service: {"generation": id}."""
         with bundle.open("rb") as data:
-            return self._send("POST", f"services/{quote(service_id)}/generations/actions/upload", data,
-                              "application/zip", bundle.stat().st_size)
+            return self._send(
+                "POST",
+                f"services/{quote(service_id)}/generations/actions/upload",
+                data,
+                "application/zip",
+                bundle.stat().st_size,
+            )
 
-    def _send(self, method: str, path: str, data: bytes | BinaryIO | None, content_type: str,
-              length: int | None) -> Any:
+    def _send(
+        self, method: str, path: str, data: bytes | BinaryIO | None, content_type: str, length: int | None
+    ) -> Any:
         headers = {"Authorization": self._authorization, "Content-Type": content_type}
         if length is not None:
             headers["Content-Length"] = str(length)
@@ -72,8 +78,10 @@ def _mapping(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as error:
-        raise AdminApiError(f"MAPPING is not JSON ({error}); expected "
-                            '\'{"entries": [{"generation": "g1", "proba": 1}], "hashBased": false}\'') from None
+        raise AdminApiError(
+            f"MAPPING is not JSON ({error}); expected "
+            '\'{"entries": [{"generation": "g1", "proba": 1}], "hashBased": false}\''
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -88,32 +96,50 @@ def _action(action: str) -> Callable[[AdminClient, str], Any]:
 
 
 ADMIN_COMMANDS: dict[str, AdminCommand] = {
-    "services-list": AdminCommand("list the services and their state", (),
-                                  lambda client: client.request("GET", "services")),
-    "service-create": AdminCommand("create a service (with no generation yet)", ("SERVICE",),
-                                   lambda client, service: client.request("POST", "services", {"serviceId": service})),
-    "service-delete": AdminCommand("stop a service and delete it with its generations", ("SERVICE",),
-                                   lambda client, service: client.request("DELETE", f"services/{quote(service)}")),
+    "services-list": AdminCommand(
+        "list the services and their state", (), lambda client: client.request("GET", "services")
+    ),
+    "service-create": AdminCommand(
+        "create a service (with no generation yet)",
+        ("SERVICE",),
+        lambda client, service: client.request("POST", "services", {"serviceId": service}),
+    ),
+    "service-delete": AdminCommand(
+        "stop a service and delete it with its generations",
+        ("SERVICE",),
+        lambda client, service: client.request("DELETE", f"services/{quote(service)}"),
+    ),
     "service-import-generation": AdminCommand(
-        "send a bundle (.zip) to the node as a new generation of the service", ("SERVICE", "BUNDLE"),
-        lambda client, service, bundle: client.upload(service, Path(bundle))),
+        "send a bundle (.zip) to the node as a new generation of the service",
+        ("SERVICE", "BUNDLE"),
+        lambda client, service, bundle: client.upload(service, Path(bundle)),
+    ),
     "service-list-generations": AdminCommand(
-        "list the service's generations", ("SERVICE",),
-        lambda client, service: client.request("GET", f"services/{quote(service)}/generations")),
-    "service-switch-to-newest": AdminCommand("serve the generation imported last", ("SERVICE",),
-                                             _action("switchToNewest")),
+        "list the service's generations",
+        ("SERVICE",),
+        lambda client, service: client.request("GET", f"services/{quote(service)}/generations"),
+    ),
+    "service-switch-to-newest": AdminCommand(
+        "serve the generation imported last", ("SERVICE",), _action("switchToNewest")
+    ),
     "service-switch-to-generation": AdminCommand(
-        "serve one generation", ("SERVICE", "GENERATION"),
+        "serve one generation",
+        ("SERVICE", "GENERATION"),
         lambda client, service, generation: client.request(
-            "POST", f"services/{quote(service)}/actions/switchTo/{quote(generation)}")),
+            "POST", f"services/{quote(service)}/actions/switchTo/{quote(generation)}"
+        ),
+    ),
     "service-set-mapping": AdminCommand(
         "split traffic between generations, e.g. "
         '\'{"entries": [{"generation": "g1", "proba": 0.9}, {"generation": "g2", "proba": 0.1}]}\'',
         ("SERVICE", "MAPPING"),
         lambda client, service, mapping: client.request(
-            "POST", f"services/{quote(service)}/actions/setMapping", _mapping(mapping))),
+            "POST", f"services/{quote(service)}/actions/setMapping", _mapping(mapping)
+        ),
+    ),
     "service-enable": AdminCommand("serve the service again", ("SERVICE",), _action("enable")),
-    "service-disable": AdminCommand("stop serving the service (404), keeping it on disk", ("SERVICE",),
-                                    _action("disable")),
+    "service-disable": AdminCommand(
+        "stop serving the service (404), keeping it on disk", ("SERVICE",), _action("disable")
+    ),
     "metrics-get": AdminCommand("the node's metrics as JSON", (), lambda client: client.request("GET", "metrics")),
 }

@@ -19,7 +19,7 @@ from .errors import BadRequest, NotFound, Unauthorized
 from .handlers import JsonHandler
 from .keys import AdminKeys
 from .metrics import metrics_json
-from .registry import ServiceRegistry
+from .service_manager import ServiceManager
 from .services import basic_auth_user
 
 MAX_BUNDLE_BYTES = 1 << 30  # the largest bundle the upload route accepts
@@ -28,7 +28,7 @@ MAX_BUNDLE_BYTES = 1 << 30  # the largest bundle the upload route accepts
 class AdminHandler(JsonHandler):
     """Checks the admin key; the base of every admin route (and the admin API's 404)."""
 
-    def initialize(self, services: ServiceRegistry, keys: AdminKeys) -> None:
+    def initialize(self, services: ServiceManager, keys: AdminKeys) -> None:
         self.services = services
         self.keys = keys
 
@@ -36,7 +36,8 @@ class AdminHandler(JsonHandler):
         if not self.keys.check(basic_auth_user(self.request.headers.get("Authorization"))):
             raise Unauthorized(
                 "the admin API needs a valid admin key, sent as the HTTP Basic user name with an empty "
-                "password; make one on the node's machine with `apinode admin-key-create --data-dir DIR`")
+                "password; make one on the node's machine with `apinode admin-key-create --data-dir DIR`"
+            )
 
     def json_body(self) -> dict[str, Any]:
         """The body as a JSON object; no body is `{}` (dataikuapi sends none for an empty dict)."""
@@ -62,7 +63,9 @@ class AdminNotFoundHandler(AdminHandler):
 
 class ServicesHandler(AdminHandler):
     def get(self) -> None:
-        self.write_json([self.services.services[service_id].describe() for service_id in sorted(self.services.services)])
+        self.write_json(
+            [self.services.services[service_id].describe() for service_id in sorted(self.services.services)]
+        )
 
     def post(self) -> None:
         service_id = self.json_body().get("serviceId")
@@ -91,8 +94,10 @@ class ImportHandler(AdminHandler):
     async def post(self, service_id: str) -> None:
         path = self.get_query_argument("filePath", "")
         if not path:
-            raise BadRequest("importFromArchive needs ?filePath=<path of a bundle on the node's machine>; "
-                             "to send the bundle itself, POST it to .../generations/actions/upload")
+            raise BadRequest(
+                "importFromArchive needs ?filePath=<path of a bundle on the node's machine>; "
+                "to send the bundle itself, POST it to .../generations/actions/upload"
+            )
         self.write_json({"generation": await self.services.import_generation(service_id, Path(path))})
 
 
@@ -107,8 +112,9 @@ class UploadHandler(AdminHandler):
         super().prepare()
         self.services.admin_get(self.path_args[0])  # refuse before a byte is received
         self.limit_body(MAX_BUNDLE_BYTES, "a bundle may be 1 GiB at most")
-        self.upload = tempfile.NamedTemporaryFile(dir=self.services.store.tmp, prefix="upload-",
-                                                  suffix=".zip", delete=False)
+        self.upload = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in on_finish / on_connection_close)
+            dir=self.services.store.tmp, prefix="upload-", suffix=".zip", delete=False
+        )
 
     def data_received(self, chunk: bytes) -> None:
         self.upload.write(chunk)
@@ -148,8 +154,9 @@ class ServiceActionHandler(AdminHandler):
         if action == "setMapping":
             await services.set_mapping(service_id, self.json_body())
         else:
-            await {"enable": services.enable, "disable": services.disable,
-                   "switchToNewest": services.switch_to_newest}[action](service_id)
+            await {"enable": services.enable, "disable": services.disable, "switchToNewest": services.switch_to_newest}[
+                action
+            ](service_id)
         self.write_service(service_id)
 
 
@@ -170,8 +177,9 @@ class KeysHandler(AdminHandler):
         unknown = sorted(set(body) - self._FIELDS)
         if unknown or any(value is not None and not isinstance(value, str) for value in body.values()):
             raise BadRequest(f"expected a body with strings (or null) among {', '.join(sorted(self._FIELDS))}")
-        self.write_json(self.keys.create(body.get("label"), body.get("description"), body.get("createdBy"),
-                                         body.get("expiry")))
+        self.write_json(
+            self.keys.create(body.get("label"), body.get("description"), body.get("createdBy"), body.get("expiry"))
+        )
 
 
 class KeyHandler(AdminHandler):
@@ -186,20 +194,23 @@ class MetricsHandler(AdminHandler):
         self.write_json(metrics_json(self.services))
 
 
-def admin_routes(services: ServiceRegistry, keys: AdminKeys) -> list[tuple[str, type, dict[str, Any]]]:
+def admin_routes(services: ServiceManager, keys: AdminKeys) -> list[tuple[str, type, dict[str, Any]]]:
     context = {"services": services, "keys": keys}
     service = r"/admin/api/services/([^/]+)"
-    return [(pattern, handler, context) for pattern, handler in [
-        (r"/admin/api/services/?", ServicesHandler),
-        (rf"{service}/?", ServiceHandler),
-        (rf"{service}/generations/?", GenerationsHandler),
-        (rf"{service}/generations/actions/importFromArchive", ImportHandler),
-        (rf"{service}/generations/actions/upload", UploadHandler),
-        (rf"{service}/generations/([^/]+)/preload", PreloadHandler),
-        (rf"{service}/actions/(enable|disable|switchToNewest|setMapping)", ServiceActionHandler),
-        (rf"{service}/actions/switchTo/([^/]+)", SwitchToHandler),
-        (r"/admin/api/keys/?", KeysHandler),
-        (r"/admin/api/keys/([^/]+)(?:/key)?", KeyHandler),
-        (r"/admin/api/metrics", MetricsHandler),
-        (r"/admin/api(?:/.*)?", AdminNotFoundHandler),
-    ]]
+    return [
+        (pattern, handler, context)
+        for pattern, handler in [
+            (r"/admin/api/services/?", ServicesHandler),
+            (rf"{service}/?", ServiceHandler),
+            (rf"{service}/generations/?", GenerationsHandler),
+            (rf"{service}/generations/actions/importFromArchive", ImportHandler),
+            (rf"{service}/generations/actions/upload", UploadHandler),
+            (rf"{service}/generations/([^/]+)/preload", PreloadHandler),
+            (rf"{service}/actions/(enable|disable|switchToNewest|setMapping)", ServiceActionHandler),
+            (rf"{service}/actions/switchTo/([^/]+)", SwitchToHandler),
+            (r"/admin/api/keys/?", KeysHandler),
+            (r"/admin/api/keys/([^/]+)(?:/key)?", KeyHandler),
+            (r"/admin/api/metrics", MetricsHandler),
+            (r"/admin/api(?:/.*)?", AdminNotFoundHandler),
+        ]
+    ]

@@ -24,8 +24,8 @@ from .handlers import IsAliveHandler, NotFoundHandler, PrometheusHandler
 from .keys import AdminKeys
 from .metrics import PrometheusMetrics
 from .querylog import QueryLog
-from .registry import ServiceRegistry
 from .run_route import NodeRouter, log_access
+from .service_manager import ServiceManager
 from .store import DataDir
 
 log = logging.getLogger("apinode.node")
@@ -33,8 +33,9 @@ log = logging.getLogger("apinode.node")
 DEFAULT_MAX_BODY_MB = 16
 
 
-def make_router(services: ServiceRegistry, keys: AdminKeys, query_log: QueryLog,
-                max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> NodeRouter:
+def make_router(
+    services: ServiceManager, keys: AdminKeys, query_log: QueryLog, max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20
+) -> NodeRouter:
     """The run URL's fast path (run_route.py) in front of the application's handlers."""
     app = tornado.web.Application(
         [
@@ -54,17 +55,26 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     log_access(handler.get_status(), request.method, request.uri, request.remote_ip, 1000.0 * request.request_time())
 
 
-async def serve(store: DataDir, code_envs: CodeEnvCache, host: str, port: int, *, max_body_bytes: int,
-                on_listening: Callable[[int, ServiceRegistry], None], drain_timeout: float = 30.0) -> None:
+async def serve(
+    store: DataDir,
+    code_envs: CodeEnvCache,
+    host: str,
+    port: int,
+    *,
+    max_body_bytes: int,
+    on_listening: Callable[[int, ServiceManager], None],
+    drain_timeout: float = 30.0,
+) -> None:
     """Serve the data directory until SIGTERM or SIGINT, then drain and stop.
 
     `on_listening(port, services)` once the services are loaded and the port is bound.
     """
     with store.locked(), _stop_signals() as stop:
         query_log = QueryLog(store.query_logs)
-        services = ServiceRegistry(store, code_envs, on_delete=query_log.forget)
+        services = ServiceManager(store, code_envs, on_delete=query_log.forget)
         server = tornado.httpserver.HTTPServer(
-            make_router(services, AdminKeys(store.admin_keys), query_log, max_body_bytes), max_body_size=max_body_bytes)
+            make_router(services, AdminKeys(store.admin_keys), query_log, max_body_bytes), max_body_size=max_body_bytes
+        )
         try:
             query_log.start()
             await services.restore()

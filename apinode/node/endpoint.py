@@ -14,30 +14,42 @@ import orjson
 
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
-from .pipeline import Pipeline, PipelineSpec
+from .pipeline import PipelineSpec, ProcessPipeline
 from .pool import Pool
 from .stats import EndpointStats
 
 
 class Endpoint:
-    def __init__(self, service_id: str, generation: str, definition: EndpointDef, directory: Path,
-                 pool_settings: PoolSettings | None = None, python: str = sys.executable,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        service_id: str,
+        generation: str,
+        definition: EndpointDef,
+        directory: Path,
+        pool_settings: PoolSettings | None = None,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+    ) -> None:
         """`python` and `env` are what its pipelines run with: the node's own interpreter and
-        environment, or a code env's (see apinode.node.codeenv_binding)."""
+        environment, or a code env's (see apinode.node.interpreters)."""
         self.service_id = service_id
         self.generation = generation
         self.definition = definition
         self.name = f"{service_id}/{definition.id}"
         spec = PipelineSpec(
-            name=self.name, code=directory / definition.code, function=definition.function,
+            name=self.name,
+            code=directory / definition.code,
+            function=definition.function,
             folders=tuple(directory / folder for folder in definition.folders),
-            python=python, cwd=directory, env=env,
+            python=python,
+            cwd=directory,
+            env=env,
         )
-        self.pool = Pool(self.name, pool_settings or definition.pool, lambda: Pipeline.start(spec))
+        self.pool = Pool(self.name, pool_settings or definition.pool, lambda: ProcessPipeline.start(spec))
         self.stats = EndpointStats()
         self._context = orjson.dumps(
-            {"serviceId": service_id, "endpointId": definition.id, "serviceGeneration": generation})
+            {"serviceId": service_id, "endpointId": definition.id, "serviceGeneration": generation}
+        )
 
     async def run(self, body: bytes, received: float) -> tuple[int, bytes]:
         """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.
@@ -49,4 +61,9 @@ class Endpoint:
             return reply.status, reply.payload
         total_ms = (time.perf_counter() - received) * 1000
         return 200, b'{"response":%b,"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
-            reply.payload, waited_ms, reply.execution_ms, total_ms, self._context)
+            reply.payload,
+            waited_ms,
+            reply.execution_ms,
+            total_ms,
+            self._context,
+        )

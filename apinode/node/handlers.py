@@ -13,6 +13,7 @@ import orjson
 import tornado.httputil
 import tornado.web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from tornado.http1connection import HTTP1Connection
 
 from ..runtime.errors import error_body
 from .errors import ApiError, BodyTooLarge, NotFound
@@ -60,8 +61,9 @@ class JsonHandler(tornado.web.RequestHandler):
 INTERNAL_ERROR = ApiError("the node failed to handle the request; see its log")
 
 
-def limit_body(request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_to_raise: str,
-               connection_limit: int | None = None) -> None:
+def limit_body(
+    request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_to_raise: str, connection_limit: int | None = None
+) -> None:
     """Accept a streamed body up to `max_bytes`; refuse a larger declared one at once (413).
 
     The connection reads at most `connection_limit` (default `max_bytes`); a handler counting a
@@ -69,13 +71,14 @@ def limit_body(request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_
     declared = request.headers.get("Content-Length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise body_too_large(declared, max_bytes, how_to_raise)
-    assert request.connection is not None
+    assert isinstance(request.connection, HTTP1Connection)
     request.connection.set_max_body_size(connection_limit or max_bytes)
 
 
 def body_too_large(size: int | str, max_bytes: int, how_to_raise: str) -> BodyTooLarge:
     return BodyTooLarge(
-        f"the request body is {size} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})")
+        f"the request body is {size} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})"
+    )
 
 
 class NotFoundHandler(JsonHandler):

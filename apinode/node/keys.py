@@ -49,8 +49,7 @@ def _parse_expiry(value: object) -> datetime.datetime | None:
             pass
         else:
             return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
-    raise BadRequest(f"expiry: expected null or an ISO 8601 date-time such as "
-                     f"\"2030-01-31T00:00:00Z\", got {value!r}")
+    raise BadRequest(f'expiry: expected null or an ISO 8601 date-time such as "2030-01-31T00:00:00Z", got {value!r}')
 
 
 class AdminKeys:
@@ -60,15 +59,23 @@ class AdminKeys:
         self._records: list[dict[str, Any]] = []
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime) last read
 
-    def create(self, label: str | None = None, description: str | None = None,
-               created_by: str | None = None, expiry: str | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        label: str | None = None,
+        description: str | None = None,
+        created_by: str | None = None,
+        expiry: str | None = None,
+    ) -> dict[str, Any]:
         """Make a key; its public fields and, this once, the secret itself under "key"."""
         expires = _parse_expiry(expiry)
         # A readable prefix, and never a leading "-" that a command line would take for an option.
         key = "apinode-" + secrets.token_urlsafe(32)
         record = {
-            "id": secrets.token_hex(6), "label": label, "description": description,
-            "createdBy": created_by, "createdOn": _now().isoformat(timespec="seconds"),
+            "id": secrets.token_hex(6),
+            "label": label,
+            "description": description,
+            "createdBy": created_by,
+            "createdOn": _now().isoformat(timespec="seconds"),
             "expiry": None if expires is None else expires.isoformat(timespec="seconds"),
             "hash": _digest(key),
         }
@@ -87,8 +94,7 @@ class AdminKeys:
             for index, record in enumerate(records):
                 if record["id"] == key_or_id or hmac.compare_digest(record["hash"], digest):
                     return self._public(records.pop(index))
-        raise NotFound("no such admin key (give the key itself or its id, as "
-                       "`apinode admin-keys-list` shows it)")
+        raise NotFound("no such admin key (give the key itself or its id, as `apinode admin-keys-list` shows it)")
 
     def check(self, candidate: str | None) -> bool:
         """Whether `candidate` is a valid, unexpired key; compares against every key."""
@@ -123,7 +129,8 @@ class AdminKeys:
         content = read_json(self.path, {"keys": []})
         if not isinstance(content, dict) or not isinstance(content.get("keys"), list):
             raise DataDirError(f'{self.path}: expected {{"keys": [...]}}; repair or remove the file')
-        return content["keys"]
+        keys: list[dict[str, Any]] = content["keys"]
+        return keys
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[list[dict[str, Any]]]:

@@ -20,25 +20,24 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from .endpoint import Endpoint
-from .registry import ServiceRegistry
+from .service_manager import ServiceManager
 from .services import LoadedGeneration, Service
 from .stats import LATENCY_BOUNDS, EndpointStats
 
 _QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 
-def _endpoints(services: ServiceRegistry) -> Iterator[tuple[Service, LoadedGeneration, Endpoint]]:
+def _endpoints(services: ServiceManager) -> Iterator[tuple[Service, LoadedGeneration, Endpoint]]:
     for service in list(services.services.values()):
         for generation in service.loaded.values():
             for endpoint in generation.endpoints.values():
                 yield service, generation, endpoint
 
 
-def metrics_json(services: ServiceRegistry) -> dict[str, Any]:
+def metrics_json(services: ServiceManager) -> dict[str, Any]:
     """{"services": {id: {"enabled", "generations": {id: {"endpoints": {id: {...}}}}}}}."""
     out: dict[str, Any] = {
-        service.id: {"enabled": service.state.enabled, "generations": {}}
-        for service in services.services.values()
+        service.id: {"enabled": service.state.enabled, "generations": {}} for service in services.services.values()
     }
     for service, generation, endpoint in _endpoints(services):
         endpoints = out[service.id]["generations"].setdefault(generation.id, {"endpoints": {}})["endpoints"]
@@ -68,20 +67,23 @@ def _ms(seconds: float) -> float:
 class _NodeCollector(Collector):
     """Prometheus metric families built from the registry's live state at each scrape."""
 
-    def __init__(self, services: ServiceRegistry) -> None:
+    def __init__(self, services: ServiceManager) -> None:
         self.services = services
 
     def collect(self) -> Iterator[Any]:
         labels = ["service", "generation", "endpoint"]
-        requests = CounterMetricFamily("apinode_requests", "Requests answered, by HTTP status.",
-                                       labels=[*labels, "status"])
-        latency = HistogramMetricFamily("apinode_request_duration_seconds",
-                                        "Time from receiving a request to answering it.", labels=labels)
+        requests = CounterMetricFamily(
+            "apinode_requests", "Requests answered, by HTTP status.", labels=[*labels, "status"]
+        )
+        latency = HistogramMetricFamily(
+            "apinode_request_duration_seconds", "Time from receiving a request to answering it.", labels=labels
+        )
         queued = GaugeMetricFamily("apinode_queue_depth", "Requests waiting for a free pipeline.", labels=labels)
         alive = GaugeMetricFamily("apinode_pipelines_alive", "Pipelines running or starting.", labels=labels)
         busy = GaugeMetricFamily("apinode_pipelines_busy", "Pipelines running a request.", labels=labels)
-        rejected = CounterMetricFamily("apinode_rejections", "Requests refused with 503: queue full or queue timeout.",
-                                       labels=labels)
+        rejected = CounterMetricFamily(
+            "apinode_rejections", "Requests refused with 503: queue full or queue timeout.", labels=labels
+        )
         for service, generation, endpoint in _endpoints(self.services):
             values = [service.id, generation.id, endpoint.definition.id]
             stats, pool = endpoint.stats, endpoint.pool
@@ -106,7 +108,7 @@ def _buckets(stats: EndpointStats) -> list[tuple[str, float]]:
 class PrometheusMetrics:
     """The text a Prometheus scrape of GET /metrics gets."""
 
-    def __init__(self, services: ServiceRegistry) -> None:
+    def __init__(self, services: ServiceManager) -> None:
         self._collectors = CollectorRegistry(auto_describe=False)
         self._collectors.register(_NodeCollector(services))
 

@@ -16,9 +16,9 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import orjson
 
@@ -93,7 +93,7 @@ class _Channel(asyncio.Protocol):
         end = framing.HEADER.size + length
         if len(buffer) < end:
             return
-        payload = bytes(buffer[framing.HEADER.size:end])
+        payload = bytes(buffer[framing.HEADER.size : end])
         del buffer[:end]
         reply, self._reply = self._reply, None
         if reply is not None and not reply.done():
@@ -110,13 +110,13 @@ class _Channel(asyncio.Protocol):
             self.transport.close()
 
 
-class Pipeline:
+class ProcessPipeline:
     def __init__(self, spec: PipelineSpec, process: asyncio.subprocess.Process, channel: _Channel) -> None:
         self.spec = spec
         self.process = process
         self._channel = channel
         self._recent_output: collections.deque[str] = collections.deque(maxlen=20)
-        self._on_exit: Callable[[Pipeline], None] | None = None
+        self._on_exit: Callable[[ProcessPipeline], None] | None = None
         self._relay = asyncio.ensure_future(self._relay_output())
         self._watch = asyncio.ensure_future(self._watch_exit())
 
@@ -128,15 +128,25 @@ class Pipeline:
         return f"<pipeline {self.spec.name} pid {self.pid}>"
 
     @classmethod
-    async def start(cls, spec: PipelineSpec) -> Pipeline:
+    async def start(cls, spec: PipelineSpec) -> ProcessPipeline:
         """Start the process and load the endpoint; EndpointLoadFailed if it does not load."""
         ours, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                spec.python, "-s", str(RUNTIME_DIR), "--fd", str(theirs.fileno()), "--endpoint", spec.name,
-                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                cwd=spec.cwd, env=spec.env, start_new_session=True,
+                spec.python,
+                "-s",
+                str(RUNTIME_DIR),
+                "--fd",
+                str(theirs.fileno()),
+                "--endpoint",
+                spec.name,
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=spec.cwd,
+                env=spec.env,
+                start_new_session=True,
             )
         except OSError as exc:
             ours.close()
@@ -150,23 +160,30 @@ class Pipeline:
 
     async def _load(self) -> None:
         spec = self.spec
-        load = {"name": spec.name, "code": str(spec.code), "function": spec.function,
-                "folders": [str(folder) for folder in spec.folders]}
+        load = {
+            "name": spec.name,
+            "code": str(spec.code),
+            "function": spec.function,
+            "folders": [str(folder) for folder in spec.folders],
+        }
         try:
-            reply = await asyncio.wait_for(self._exchange(framing.pack(framing.LOAD, orjson.dumps(load))),
-                                           load_timeout())
+            reply = await asyncio.wait_for(
+                self._exchange(framing.pack(framing.LOAD, orjson.dumps(load))), load_timeout()
+            )
         except asyncio.TimeoutError:
             await self.stop(grace=0)
             raise EndpointLoadFailed(
                 f"{spec.name}: its code did not finish loading within {load_timeout():g} s "
                 f"(a hung initialization? raise the limit with {LOAD_TIMEOUT_VARIABLE})",
-                "".join(self._recent_output)) from None
+                "".join(self._recent_output),
+            ) from None
         except PipelineDied:
             code = await self.process.wait()
             await self._relay
             output = "".join(self._recent_output)
             raise EndpointLoadFailed(
-                f"{spec.name}: the pipeline exited with code {code} while loading", output) from None
+                f"{spec.name}: the pipeline exited with code {code} while loading", output
+            ) from None
         if reply.kind == framing.LOAD_FAILED:
             failure = orjson.loads(reply.payload)
             await self.stop()
@@ -182,7 +199,7 @@ class Pipeline:
         """Run one request; PipelineDied if the process dies before answering."""
         return await self._exchange(framing.pack(framing.CALL, body))
 
-    def set_exit_callback(self, callback: Callable[[Pipeline], None]) -> None:
+    def set_exit_callback(self, callback: Callable[[ProcessPipeline], None]) -> None:
         self._on_exit = callback
 
     async def _watch_exit(self) -> None:

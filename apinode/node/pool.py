@@ -23,7 +23,8 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from ..packaging.definitions import PoolSettings
 from .errors import EndpointLoadFailed, PipelineDied, PoolClosed, QueueFull, QueueTimeout
@@ -32,25 +33,27 @@ from .pipeline import Reply
 log = logging.getLogger("apinode.pool")
 
 
-class Worker(Protocol):
+class Pipeline(Protocol):
+    """What the pool needs of a pipeline, wherever its process runs."""
+
     async def call(self, body: bytes) -> Reply: ...
     async def stop(self) -> None: ...
-    def set_exit_callback(self, callback: Callable[[Worker], None]) -> None: ...
+    def set_exit_callback(self, callback: Callable[[Pipeline], None]) -> None: ...
 
 
 class Pool:
-    def __init__(self, name: str, settings: PoolSettings, factory: Callable[[], Awaitable[Worker]]) -> None:
+    def __init__(self, name: str, settings: PoolSettings, factory: Callable[[], Awaitable[Pipeline]]) -> None:
         self.name = name
         self.settings = settings
         self._factory = factory
-        self._idle: list[Worker] = []
-        self._busy: set[Worker] = set()
+        self._idle: list[Pipeline] = []
+        self._busy: set[Pipeline] = set()
         self._starting = 0
         # (deadline, future) in arrival order: with one timeout per pool, deadlines are sorted
         # too, so a single timer on the head of the queue expires every waiter in time.
-        self._waiters: collections.deque[tuple[float, asyncio.Future[Worker]]] = collections.deque()
+        self._waiters: collections.deque[tuple[float, asyncio.Future[Pipeline]]] = collections.deque()
         self._expiry: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.failure: EndpointLoadFailed | None = None
         self._closing = False
         self._drained = asyncio.Event()
@@ -81,20 +84,20 @@ class Pool:
     async def run(self, body: bytes) -> tuple[Reply, float]:
         """Run one request on a pipeline: (reply, ms spent waiting for the pipeline)."""
         queued_at = time.perf_counter()
-        worker = await self._acquire()
+        pipeline = await self._acquire()
         waited_ms = (time.perf_counter() - queued_at) * 1000
         try:
-            reply = await worker.call(body)
+            reply = await pipeline.call(body)
         except PipelineDied:
-            self._forget(worker)
+            self._forget(pipeline)
             raise
         except BaseException:
             # Cancelled mid-call: the channel may hold a late reply, so this pipeline cannot
             # serve anyone else.
-            self._forget(worker)
-            self._track(worker.stop())
+            self._forget(pipeline)
+            self._track(pipeline.stop())
             raise
-        self._offer(worker)
+        self._offer(pipeline)
         return reply, waited_ms
 
     async def close(self, drain_timeout: float = 30.0) -> None:
@@ -105,34 +108,39 @@ class Pool:
             try:
                 await asyncio.wait_for(self._drained.wait(), drain_timeout)
             except asyncio.TimeoutError:
-                log.warning("%s: %d requests still running after %ss; stopping anyway",
-                            self.name, len(self._busy), drain_timeout)
+                log.warning(
+                    "%s: %d requests still running after %ss; stopping anyway",
+                    self.name,
+                    len(self._busy),
+                    drain_timeout,
+                )
         self._reject_waiters(PoolClosed(f"{self.name} is stopping"))
-        workers = self._idle + list(self._busy)
+        pipelines = self._idle + list(self._busy)
         self._idle.clear()
         self._busy.clear()
-        await asyncio.gather(*(worker.stop() for worker in workers), return_exceptions=True)
+        await asyncio.gather(*(pipeline.stop() for pipeline in pipelines), return_exceptions=True)
         while self._tasks:  # a pipeline that finished starting meanwhile is stopped by a new task
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- the state machine -----------------------------------------------------------------
-    async def _acquire(self) -> Worker:
+    async def _acquire(self) -> Pipeline:
         if self.failure is not None:
             raise self.failure
         if self._closing:
             raise PoolClosed(f"{self.name} is stopping")
         if self._idle and not self._waiters:
-            worker = self._idle.pop()
-            self._busy.add(worker)
-            return worker
+            pipeline = self._idle.pop()
+            self._busy.add(pipeline)
+            return pipeline
         if self.size < self.settings.ceil and len(self._waiters) >= self._starting:
             self._spawn()
         if len(self._waiters) >= self._starting + self.settings.queue:
             self.rejected += 1
-            raise QueueFull(f"{self.name}: all {self.size} pipelines are busy and the queue is full "
-                            f"({self.settings.queue} waiting)")
+            raise QueueFull(
+                f"{self.name}: all {self.size} pipelines are busy and the queue is full ({self.settings.queue} waiting)"
+            )
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Worker] = loop.create_future()
+        waiter: asyncio.Future[Pipeline] = loop.create_future()
         deadline = loop.time() + self.settings.timeout_ms / 1000
         self._waiters.append((deadline, waiter))
         if self._expiry is None:
@@ -159,37 +167,38 @@ class Pool:
             self._waiters.popleft()
             if not waiter.done():
                 self.rejected += 1
-                waiter.set_exception(QueueTimeout(
-                    f"{self.name}: waited {self.settings.timeout_ms} ms in the queue for a free pipeline"))
+                waiter.set_exception(
+                    QueueTimeout(f"{self.name}: waited {self.settings.timeout_ms} ms in the queue for a free pipeline")
+                )
         self._check_drained()
 
-    def _remove_waiter(self, waiter: asyncio.Future[Worker]) -> None:
+    def _remove_waiter(self, waiter: asyncio.Future[Pipeline]) -> None:
         for entry in self._waiters:
             if entry[1] is waiter:
                 self._waiters.remove(entry)
                 break
         self._check_drained()
 
-    def _offer(self, worker: Worker) -> None:
+    def _offer(self, pipeline: Pipeline) -> None:
         """A pipeline is free (just started or done with a request): first waiter first."""
-        self._busy.discard(worker)
+        self._busy.discard(pipeline)
         while self._waiters:
             _, waiter = self._waiters.popleft()
             if not waiter.done():
-                self._busy.add(worker)
-                waiter.set_result(worker)
+                self._busy.add(pipeline)
+                waiter.set_result(pipeline)
                 return
         if self._closing or self.size + 1 > self.settings.cruise:
-            self._track(worker.stop())
+            self._track(pipeline.stop())
         else:
-            self._idle.append(worker)
+            self._idle.append(pipeline)
         self._check_drained()
 
-    def _forget(self, worker: Worker) -> None:
+    def _forget(self, pipeline: Pipeline) -> None:
         """A pipeline is gone (died or stopped): never hand it out again; refill to the floor."""
-        self._busy.discard(worker)
-        if worker in self._idle:
-            self._idle.remove(worker)
+        self._busy.discard(pipeline)
+        if pipeline in self._idle:
+            self._idle.remove(pipeline)
         self._replenish()
         self._check_drained()
 
@@ -201,17 +210,17 @@ class Pool:
         ):
             self._spawn()
 
-    def _spawn(self) -> asyncio.Task:
+    def _spawn(self) -> asyncio.Task[None]:
         """Start one pipeline; counted as starting from this very moment."""
         self._starting += 1
-        task = asyncio.ensure_future(self._started())
+        task = asyncio.ensure_future(self._start_one())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _started(self) -> None:
+    async def _start_one(self) -> None:
         try:
-            worker = await self._factory()
+            pipeline = await self._factory()
         except EndpointLoadFailed as exc:
             self._starting -= 1
             self.fail(exc)
@@ -223,10 +232,10 @@ class Pool:
             return
         self._starting -= 1
         if self.failure is not None:
-            self._track(worker.stop())
+            self._track(pipeline.stop())
             return
-        worker.set_exit_callback(self._forget)
-        self._offer(worker)
+        pipeline.set_exit_callback(self._forget)
+        self._offer(pipeline)
 
     def fail(self, failure: EndpointLoadFailed) -> None:
         """Mark the endpoint failed to load: its requests fail with this, nothing is respawned."""
@@ -235,8 +244,8 @@ class Pool:
             self.failure = failure
         self._reject_waiters(failure)
         idle, self._idle = self._idle, []
-        for worker in idle:
-            self._track(worker.stop())
+        for pipeline in idle:
+            self._track(pipeline.stop())
         self._check_drained()
 
     def _reject_waiters(self, error: Exception) -> None:

@@ -31,8 +31,9 @@ _Entry = tuple[float, str, str, "str | None", int, float, "bytes | None"]
 
 
 class QueryLog:
-    def __init__(self, directory: Path, max_bytes: int = 20 << 20, backups: int = 5,
-                 flush_interval: float = 0.2) -> None:
+    def __init__(
+        self, directory: Path, max_bytes: int = 20 << 20, backups: int = 5, flush_interval: float = 0.2
+    ) -> None:
         self.directory = directory
         self._max_bytes = max_bytes
         self._backups = backups
@@ -48,8 +49,15 @@ class QueryLog:
         self._writer.start()
         self._flusher.start()
 
-    def record(self, service: str, endpoint: str, generation: str | None, status: int,
-               total_ms: float, parameters: bytes | None) -> None:
+    def record(
+        self,
+        service: str,
+        endpoint: str,
+        generation: str | None,
+        status: int,
+        total_ms: float,
+        parameters: bytes | None,
+    ) -> None:
         """Log one request; `parameters` is its body, when the service logs parameters."""
         self._pending.append((time.time(), service, endpoint, generation, status, total_ms, parameters))
 
@@ -95,8 +103,8 @@ class QueryLog:
         if handler is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             handler = logging.handlers.RotatingFileHandler(
-                self.directory / f"{service}.log", maxBytes=self._max_bytes, backupCount=self._backups,
-                encoding="utf-8")
+                self.directory / f"{service}.log", maxBytes=self._max_bytes, backupCount=self._backups, encoding="utf-8"
+            )
             self._files[service] = handler
         return handler
 
@@ -105,7 +113,10 @@ def _line(entry: _Entry) -> bytes:
     at, service, endpoint, generation, status, total_ms, parameters = entry
     line: dict[str, Any] = {
         "time": datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="milliseconds"),
-        "service": service, "endpoint": endpoint, "generation": generation, "status": status,
+        "service": service,
+        "endpoint": endpoint,
+        "generation": generation,
+        "status": status,
         "timing": {"total": round(total_ms, 3)},
     }
     if parameters is not None:

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import re
 import time
+from http import HTTPStatus
 from urllib.parse import unquote
 
 import tornado.httputil
@@ -32,20 +33,22 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine, R
 from .errors import ApiError, MethodNotAllowed
 from .handlers import INTERNAL_ERROR, body_too_large, limit_body
 from .querylog import QueryLog
-from .registry import ServiceRegistry
+from .service_manager import ServiceManager
 
 RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
 SLASHES = re.compile(r"//+")
 BODY_LIMIT_OPTION = "--max-body-mb"
 log = logging.getLogger("apinode.http")
 access_log = logging.getLogger("tornado.access")
+_KNOWN_STATUSES = {status.value for status in HTTPStatus}
 
 
 class NodeRouter(tornado.routing.Router):
     """Run URLs to a `RunCall`; everything else to the application."""
 
-    def __init__(self, app: tornado.web.Application, services: ServiceRegistry, query_log: QueryLog,
-                 max_body_bytes: int) -> None:
+    def __init__(
+        self, app: tornado.web.Application, services: ServiceManager, query_log: QueryLog, max_body_bytes: int
+    ) -> None:
         self.app = app
         self.services = services
         self.query_log = query_log
@@ -75,20 +78,25 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
         try:
             if self.request.method != "POST":
                 raise MethodNotAllowed(f"{self.request.method} is not allowed here: call an endpoint with POST")
-            limit_body(self.request, self.router.max_body_bytes, BODY_LIMIT_OPTION,
-                       connection_limit=2 * self.router.max_body_bytes)
+            limit_body(
+                self.request,
+                self.router.max_body_bytes,
+                BODY_LIMIT_OPTION,
+                connection_limit=2 * self.router.max_body_bytes,
+            )
         except ApiError as refused:  # answered before the body is read
             self._answer(refused.status, refused.body(), refused.headers)
 
     def data_received(self, chunk: bytes) -> None:
         """Collect the body; a chunked one (its size not declared) is counted as it comes."""
         self.size += len(chunk)
-        if self.size <= self.router.max_body_bytes:
+        if self.chunks is not None and self.size <= self.router.max_body_bytes:
             self.chunks.append(chunk)
         elif self.chunks is not None:
             self.chunks = None  # the rest is read and dropped by the connection
-            refused = body_too_large(f"over {self.router.max_body_bytes}", self.router.max_body_bytes,
-                                     BODY_LIMIT_OPTION)
+            refused = body_too_large(
+                f"over {self.router.max_body_bytes}", self.router.max_body_bytes, BODY_LIMIT_OPTION
+            )
             self._answer(refused.status, refused.body(), refused.headers)
 
     def finish(self) -> None:
@@ -122,12 +130,24 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
         if endpoint is not None:
             endpoint.stats.record(status, seconds)
         logs_parameters = endpoint is not None and generation is not None and generation.definition.log_query_parameters
-        self.router.query_log.record(service.id, self.endpoint_id, generation.id if generation else None, status,
-                                     seconds * 1000, body if logs_parameters else None)
+        self.router.query_log.record(
+            service.id,
+            self.endpoint_id,
+            generation.id if generation else None,
+            status,
+            seconds * 1000,
+            body if logs_parameters else None,
+        )
 
     def _answer(self, status: int, body: bytes, extra_headers: dict[str, str] | None = None) -> None:
-        headers = HTTPHeaders({"Content-Type": "application/json", "Content-Length": str(len(body)),
-                               "Date": tornado.httputil.format_timestamp(time.time()), "Server": "apinode"})
+        headers = HTTPHeaders(
+            {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+                "Date": tornado.httputil.format_timestamp(time.time()),
+                "Server": "apinode",
+            }
+        )
         if extra_headers:
             headers.update(extra_headers)
         connection = self.request.connection
@@ -135,13 +155,21 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
         if self.request.method == "HEAD":
             body = b""  # the headers say what a GET would get; HTTP forbids the body itself
         try:
-            connection.write_headers(ResponseStartLine("HTTP/1.1", status, tornado.httputil.responses.get(status, "")),
-                                     headers, body)
+            connection.write_headers(
+                ResponseStartLine("HTTP/1.1", status, HTTPStatus(status).phrase if status in _KNOWN_STATUSES else ""),
+                headers,
+                body,
+            )
             connection.finish()
         except tornado.iostream.StreamClosedError:
             return  # the client went away
-        log_access(status, self.request.method, self.request.uri, self.request.remote_ip,
-                   1000 * (time.perf_counter() - self.received))
+        log_access(
+            status,
+            self.request.method,
+            self.request.uri,
+            self.request.remote_ip,
+            1000 * (time.perf_counter() - self.received),
+        )
 
 
 def log_access(status: int, method: str | None, uri: str | None, remote_ip: str | None, ms: float) -> None:

@@ -14,7 +14,7 @@ LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 
 class EndpointStats:
-    __slots__ = ("by_status", "buckets", "seconds", "slowest")
+    __slots__ = ("buckets", "by_status", "seconds", "slowest")
 
     def __init__(self) -> None:
         self.by_status: dict[int, int] = {}

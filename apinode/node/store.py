@@ -34,7 +34,7 @@ from ..packaging.bundles import BundleError, extract_bundle
 from ..packaging.definitions import ID_PATTERN, DefinitionError, EndpointDef, PoolSettings, ServiceDef
 from .errors import BadRequest, Conflict
 from .jsonfile import DataDirError, read_json, write_json
-from .routing import GenerationMapping
+from .traffic import GenerationMapping
 
 STATE_FILE = "service-state.json"
 
@@ -46,7 +46,8 @@ class ServiceState:
     enabled: bool = True
     active: str | None = None
     mapping: GenerationMapping | None = None
-    imported: dict[str, float] = field(default_factory=dict)  # generation -> 
+    imported: dict[str, float] = field(default_factory=dict)  # generation ->
+
     def selected(self) -> tuple[str, ...]:
         """The generations that take traffic when the service is enabled."""
         if self.mapping is not None:
@@ -57,14 +58,22 @@ class ServiceState:
         return max(self.imported, key=self.imported.__getitem__, default=None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "active": self.active, "imported": self.imported,
-                "mapping": None if self.mapping is None else self.mapping.to_json()}
+        return {
+            "enabled": self.enabled,
+            "active": self.active,
+            "imported": self.imported,
+            "mapping": None if self.mapping is None else self.mapping.to_json(),
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ServiceState:
         mapping = obj.get("mapping")
-        return cls(enabled=obj["enabled"], active=obj["active"], imported=obj["imported"],
-                   mapping=None if mapping is None else GenerationMapping.from_json(mapping))
+        return cls(
+            enabled=obj["enabled"],
+            active=obj["active"],
+            imported=obj["imported"],
+            mapping=None if mapping is None else GenerationMapping.from_json(mapping),
+        )
 
 
 class DataDir:
@@ -142,10 +151,13 @@ class DataDir:
             if definition.id != service_id:
                 raise BadRequest(
                     f"bundle refused: it holds service {definition.id!r}, not {service_id!r}; import it "
-                    f"into service {definition.id!r}, or build it from {service_id!r}'s source")
+                    f"into service {definition.id!r}, or build it from {service_id!r}'s source"
+                )
             if generation in imported:
-                raise Conflict(f"service {service_id!r} already has generation {generation!r}; switch to "
-                               "it, or build the bundle with another --generation")
+                raise Conflict(
+                    f"service {service_id!r} already has generation {generation!r}; switch to "
+                    "it, or build the bundle with another --generation"
+                )
             target = self.generation_dir(service_id, generation)
             shutil.rmtree(target, ignore_errors=True)  # left by an import interrupted before its state
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -70,12 +70,13 @@ def write_bundle(staged: StagedService, out_path: Path, generation: str | None =
     out = out_path.resolve()
     for folder in source_folders(staged):
         if out.is_relative_to(folder):
-            raise BundleError(f"{out_path}: the bundle would contain itself: write it outside "
-                              f"folder {folder}, which it bundles")
+            raise BundleError(
+                f"{out_path}: the bundle would contain itself: write it outside folder {folder}, which it bundles"
+            )
     fd, temp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as out:
-            generation = _write_zip(staged, generation, out)
+        with os.fdopen(fd, "wb") as temp_file:
+            generation = _write_zip(staged, generation, temp_file)
         os.chmod(temp, 0o644)  # mkstemp's 0o600 would surprise whoever copies the bundle on
         os.replace(temp, out_path)
     except BaseException:
@@ -87,8 +88,7 @@ def write_bundle(staged: StagedService, out_path: Path, generation: str | None =
 def content_generation(staged: StagedService) -> str:
     """The default generation id: a digest of the bundle's content without its generation."""
     digest = hashlib.sha256()
-    for name, content in sorted(_entries(replace(staged.definition, generation=None),
-                                         staged.files).items()):
+    for name, content in sorted(_entries(replace(staged.definition, generation=None), staged.files).items()):
         digest.update(name.encode() + b"\0" + _size(content).to_bytes(8, "big"))
         for chunk in _chunks(content):
             digest.update(chunk)
@@ -106,8 +106,7 @@ def _write_zip(staged: StagedService, generation: str | None, out: BinaryIO) -> 
         _check_name(name, "staged service")  # never build a bundle that reading would refuse
     generation = generation or staged.definition.generation or content_generation(staged)
     if not ID_PATTERN.fullmatch(generation):
-        raise DefinitionError(
-            f"generation: expected an id made of letters, digits, '_' or '-', got {generation!r}")
+        raise DefinitionError(f"generation: expected an id made of letters, digits, '_' or '-', got {generation!r}")
     entries = _entries(replace(staged.definition, generation=generation), staged.files)
     with zipfile.ZipFile(out, "w") as archive:
         for name in sorted(entries):
@@ -149,8 +148,7 @@ def read_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> 
         contents: dict[str, bytes] = {}
         budget = limits.max_total_bytes
         for info in files:
-            contents[info.filename] = _read_entry(archive, info, label,
-                                                  min(limits.max_file_bytes, budget))
+            contents[info.filename] = _read_entry(archive, info, label, min(limits.max_file_bytes, budget))
             budget -= len(contents[info.filename])
     return contents
 
@@ -185,8 +183,7 @@ def _check_name(name: str, label: str) -> None:
         raise BundleError(f"{label}: entry {name!r} refused: {problem}")
 
 
-def _checked_files(infos: list[zipfile.ZipInfo], label: str,
-                   limits: BundleLimits) -> list[zipfile.ZipInfo]:
+def _checked_files(infos: list[zipfile.ZipInfo], label: str, limits: BundleLimits) -> list[zipfile.ZipInfo]:
     """The file entries (directory entries dropped) once every entry has passed the rules."""
     if len(infos) > limits.max_entries:
         raise BundleError(f"{label}: {len(infos)} entries, past the limit of {limits.max_entries}")
@@ -203,12 +200,10 @@ def _checked_files(infos: list[zipfile.ZipInfo], label: str,
         if info.flag_bits & 0x1:
             raise BundleError(f"{refuse}: encrypted")
         if info.file_size > limits.max_file_bytes:
-            raise BundleError(f"{refuse}: {info.file_size} bytes, past the limit of "
-                              f"{limits.max_file_bytes} per file")
+            raise BundleError(f"{refuse}: {info.file_size} bytes, past the limit of {limits.max_file_bytes} per file")
         total += info.file_size
         if total > limits.max_total_bytes:
-            raise BundleError(f"{refuse}: the entries add up past the limit of "
-                              f"{limits.max_total_bytes} bytes")
+            raise BundleError(f"{refuse}: the entries add up past the limit of {limits.max_total_bytes} bytes")
         seen.add(name)
     files = [info for info in infos if not info.is_dir()]
     names = {info.filename for info in files}
@@ -230,8 +225,7 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, all
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as error:
         raise BundleError(f"{label}: entry {info.filename!r} refused: corrupt ({error})") from None
     if len(data) > allowed:  # whatever the headers said (zipfile trusts them to stop)
-        raise BundleError(f"{label}: entry {info.filename!r} refused: decompresses past the "
-                          f"size limit")
+        raise BundleError(f"{label}: entry {info.filename!r} refused: decompresses past the size limit")
     return data
 
 
@@ -243,16 +237,13 @@ def _open(source: Path | bytes, limits: BundleLimits) -> tuple[ServiceDef, dict[
     definition = parse_service(parse_json(files.pop(SERVICE_JSON), where), where)
     for endpoint in definition.endpoints:
         if endpoint.code not in files:
-            raise BundleError(f"{label}: endpoint {endpoint.id}: code file {endpoint.code!r} "
-                              "is not in the bundle")
+            raise BundleError(f"{label}: endpoint {endpoint.id}: code file {endpoint.code!r} is not in the bundle")
         for folder in _endpoint_folders(endpoint):
             problem = _name_problem(folder) or _folder_problem(folder, files)
             if problem:
-                raise BundleError(f"{label}: endpoint {endpoint.id}: folder {folder!r} "
-                                  f"refused: {problem}")
+                raise BundleError(f"{label}: endpoint {endpoint.id}: folder {folder!r} refused: {problem}")
     if definition.generation is None:  # a zip not made by `apinode build`
-        definition = replace(definition,
-                             generation=content_generation(StagedService(definition, files)))
+        definition = replace(definition, generation=content_generation(StagedService(definition, files)))
     return definition, files
 
 
@@ -279,8 +270,7 @@ def open_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> 
     return StagedService(definition, files)
 
 
-def extract_bundle(source: Path | bytes, dest: Path,
-                   limits: BundleLimits = DEFAULT_LIMITS) -> ServiceDef:
+def extract_bundle(source: Path | bytes, dest: Path, limits: BundleLimits = DEFAULT_LIMITS) -> ServiceDef:
     """Check a bundle, then extract it to `dest` (which must not exist) all at once.
 
     Nothing is written unless the whole bundle passes; files go to a temporary directory next

@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .definitions import CodeEnv
 from .installers import (
@@ -101,7 +102,7 @@ def _canonical(requirement: str) -> str:
     if match is None or _ARCHIVE.search(match.group(1)):
         return requirement  # a path or a URL: left as written
     name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
-    return name + requirement[match.end():]
+    return name + requirement[match.end() :]
 
 
 def env_key(requirements: tuple[str, ...]) -> str:
@@ -132,8 +133,7 @@ class CodeEnvCache:
     def key(self, code_env: CodeEnv) -> str:
         return env_key(normalize_requirements(code_env.requirements))
 
-    def ensure(self, code_env: CodeEnv, wheelhouse: Path | None = None,
-               progress: Progress | None = None) -> BuiltEnv:
+    def ensure(self, code_env: CodeEnv, wheelhouse: Path | None = None, progress: Progress | None = None) -> BuiltEnv:
         """The env of `code_env`, built first if needed: from `wheelhouse` alone when given,
         else from the package index. Installer output goes line by line to `progress` (default:
         the 'apinode.codeenvs' log at INFO). CodeEnvError if it cannot be built."""
@@ -156,8 +156,7 @@ class CodeEnvCache:
                     raise
         return BuiltEnv(key, directory, env_python(directory), isolated_environment(directory))
 
-    def _build(self, directory: Path, requirements: tuple[str, ...], wheelhouse: Path | None,
-               say: Progress) -> None:
+    def _build(self, directory: Path, requirements: tuple[str, ...], wheelhouse: Path | None, say: Progress) -> None:
         """Build the env in place, marking it complete last."""
         installer = self.installer or default_installer()
         listed = ", ".join(requirements) or "no requirements"
@@ -165,8 +164,7 @@ class CodeEnvCache:
         if wheelhouse is not None and not wheelhouse.is_dir():
             raise CodeEnvError(f"{what}: wheelhouse not found: {wheelhouse}")
         count = f"{len(requirements)} requirement{'s' * (len(requirements) != 1)}"
-        say(f"building for {count} with {installer}"
-            f"{f' from {wheelhouse}' if wheelhouse else ''}: {listed}")
+        say(f"building for {count} with {installer}{f' from {wheelhouse}' if wheelhouse else ''}: {listed}")
         started = time.monotonic()
         for argv in build_commands(installer, directory, requirements, wheelhouse):
             try:
@@ -176,8 +174,10 @@ class CodeEnvCache:
             if code != 0:
                 raise CodeEnvError(f"{what}: {failure_report(installer, code, tail)}")
         seconds = round(time.monotonic() - started, 3)
-        _write_marker(directory, {"requirements": list(requirements), "python": PYTHON_TAG,
-                                  "installer": installer, "seconds": seconds})
+        _write_marker(
+            directory,
+            {"requirements": list(requirements), "python": PYTHON_TAG, "installer": installer, "seconds": seconds},
+        )
         say(f"built in {seconds:.1f} s")
 
     def entries(self) -> list[CachedEnv]:
@@ -188,11 +188,15 @@ class CodeEnvCache:
         for directory in sorted(self.root.iterdir()):
             if directory.is_dir() and _KEY.fullmatch(directory.name):
                 marker = _read_marker(directory)
-                found.append(CachedEnv(
-                    key=directory.name, directory=directory,
-                    requirements=tuple(marker.get("requirements", ())) if marker else (),
-                    complete=marker is not None and _is_complete(directory),
-                    size_bytes=_tree_size(directory)))
+                found.append(
+                    CachedEnv(
+                        key=directory.name,
+                        directory=directory,
+                        requirements=tuple(map(str, marker.get("requirements", ()))) if marker else (),
+                        complete=marker is not None and _is_complete(directory),
+                        size_bytes=_tree_size(directory),
+                    )
+                )
         return found
 
     def remove(self, key: str) -> bool:
@@ -249,7 +253,7 @@ def _write_marker(directory: Path, content: dict[str, object]) -> None:
     os.replace(temp, directory / MARKER)
 
 
-def _read_marker(directory: Path) -> dict[str, object] | None:
+def _read_marker(directory: Path) -> dict[str, Any] | None:
     try:
         content = json.loads((directory / MARKER).read_text())
     except (OSError, ValueError):

@@ -60,8 +60,7 @@ def _object(value: object, at: str, allowed: Collection[str]) -> dict[str, Any]:
     unknown = sorted(set(value) - set(allowed))
     if unknown:
         raise DefinitionError(
-            f"{at}: unknown field {', '.join(map(json.dumps, unknown))}; "
-            f"expected only {', '.join(allowed)}"
+            f"{at}: unknown field {', '.join(map(json.dumps, unknown))}; expected only {', '.join(allowed)}"
         )
     return value
 
@@ -144,11 +143,9 @@ class PoolSettings:
         floor = given.get("floor", min(default.floor, cruise))
         if not floor <= cruise <= ceil:
             raise DefinitionError(
-                f"{where}: expected floor <= cruise <= ceil, "
-                f"got floor {floor}, cruise {cruise}, ceil {ceil}"
+                f"{where}: expected floor <= cruise <= ceil, got floor {floor}, cruise {cruise}, ceil {ceil}"
             )
-        return cls(floor, ceil, cruise, given.get("queue", default.queue),
-                   given.get("timeout", default.timeout_ms))
+        return cls(floor, ceil, cruise, given.get("queue", default.queue), given.get("timeout", default.timeout_ms))
 
     def overridden(self, obj: object, where: str) -> PoolSettings:
         """These settings with an operator's override applied (the merged result is validated)."""
@@ -182,14 +179,12 @@ class TestQuery:
         query = obj.get("query", _ABSENT)
         if not isinstance(query, dict):
             _fail(f"{where}.query", "a JSON object (the function's arguments)", query)
-        return cls(_text(obj.get("name", _ABSENT), f"{where}.name"), query,
-                   obj.get("expected", NO_EXPECTED))
+        return cls(_text(obj.get("name", _ABSENT), f"{where}.name"), query, obj.get("expected", NO_EXPECTED))
 
 
 def parse_test_queries(obj: object, where: str) -> tuple[TestQuery, ...]:
     """Parse a list of test queries (service.json's `testQueries`, a notebook cell's body)."""
-    return tuple(TestQuery.from_json(item, f"{where}[{index}]")
-                 for index, item in enumerate(_items(obj, where)))
+    return tuple(TestQuery.from_json(item, f"{where}[{index}]") for index, item in enumerate(_items(obj, where)))
 
 
 @dataclass(frozen=True)
@@ -217,12 +212,13 @@ class CodeEnv:
             # Requirements become installer arguments, where an option ("--index-url ...",
             # "-r file") would change how everything is installed.
             if requirement.lstrip().startswith("-"):
-                _fail(f"{where}.requirements[{index}]",
-                      "a requirement (a name with optional version, or a URL), not an option",
-                      requirement)
+                _fail(
+                    f"{where}.requirements[{index}]",
+                    "a requirement (a name with optional version, or a URL), not an option",
+                    requirement,
+                )
         wheelhouse = obj.get("wheelhouse")
-        return cls(requirements,
-                   None if wheelhouse is None else _text(wheelhouse, f"{where}.wheelhouse"))
+        return cls(requirements, None if wheelhouse is None else _text(wheelhouse, f"{where}.wheelhouse"))
 
 
 _ENDPOINT_KEYS = ("id", "type", "code", "function", "folders", "codeEnv", "pool", "testQueries")
@@ -330,8 +326,7 @@ def parse_service(obj: object, source: str) -> ServiceDef:
     items = _items(obj.get("endpoints", _ABSENT), f"{source}: endpoints")
     if not items:
         _fail(f"{source}: endpoints", "at least one endpoint", items)
-    endpoints = tuple(EndpointDef.from_json(item, f"{source}: endpoints[{index}]")
-                      for index, item in enumerate(items))
+    endpoints = tuple(EndpointDef.from_json(item, f"{source}: endpoints[{index}]") for index, item in enumerate(items))
     seen: set[str] = set()
     for index, endpoint in enumerate(endpoints):
         if endpoint.id in seen:
@@ -344,8 +339,7 @@ def parse_service(obj: object, source: str) -> ServiceDef:
         public_access=public,
         api_keys=keys,
         generation=None if generation is None else _id(generation, f"{source}: generation"),
-        log_query_parameters=_boolean(obj.get("logQueryParameters", False),
-                                      f"{source}: logQueryParameters"),
+        log_query_parameters=_boolean(obj.get("logQueryParameters", False), f"{source}: logQueryParameters"),
     )
 
 

@@ -26,14 +26,20 @@ Progress = Callable[[str], None]
 
 INSTALLERS = ("uv", "pip")
 _PIP_SECTIONS = (":env:", "install", "global")  # where pip looks for a setting, strongest first
-_UV_SOURCE_VARIABLES = ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL",
-                        "UV_FIND_LINKS", "UV_NO_INDEX")
+_UV_SOURCE_VARIABLES = (
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+)
 _TAIL_LINES = 40
 _SHOWN_ERROR_LINES = 12
 
 
 def default_installer() -> str:
-    """"uv" when it is on PATH, else "pip"."""
+    """ "uv" when it is on PATH, else "pip"."""
     return "uv" if shutil.which("uv") else "pip"
 
 
@@ -42,8 +48,9 @@ def env_python(directory: Path) -> Path:
     return directory / "bin" / "python"
 
 
-def build_commands(installer: str, directory: Path, requirements: Sequence[str],
-                   wheelhouse: Path | None) -> list[list[str]]:
+def build_commands(
+    installer: str, directory: Path, requirements: Sequence[str], wheelhouse: Path | None
+) -> list[list[str]]:
     """The commands that create a virtualenv at `directory` (from this interpreter, without its
     site-packages) and install `requirements` into it, in order."""
     python = str(env_python(directory))
@@ -58,21 +65,27 @@ def build_commands(installer: str, directory: Path, requirements: Sequence[str],
         create = [uv, "venv", "--quiet", "--python", sys.executable, str(directory)]
         install = [uv, "pip", "install", "--python", python]
     else:
-        create = [sys.executable, "-m", "venv", *([] if requirements else ["--without-pip"]),
-                  str(directory)]
-        install = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                   "--progress-bar", "off"]
+        create = [sys.executable, "-m", "venv", *([] if requirements else ["--without-pip"]), str(directory)]
+        install = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
     return [create, [*install, *sources, *requirements]] if requirements else [create]
 
 
-def run_streamed(argv: Sequence[str], progress: Progress, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None) -> tuple[int, list[str]]:
+def run_streamed(
+    argv: Sequence[str], progress: Progress, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, list[str]]:
     """Run a command, passing each non-blank output line (stdout and stderr) to `progress`;
     its exit code and its last lines. The command is killed if this is interrupted."""
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace",
-                          env=None if env is None else dict(env), cwd=cwd) as process:
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=None if env is None else dict(env),
+        cwd=cwd,
+    ) as process:
         assert process.stdout is not None
         try:
             for line in process.stdout:
@@ -88,9 +101,8 @@ def run_streamed(argv: Sequence[str], progress: Progress, env: Mapping[str, str]
 def failure_report(command: str, code: int, tail: list[str]) -> str:
     """Why a command failed, from its last output lines: from its first error line on (pip says
     "ERROR:", uv "error:"), or else its last lines."""
-    starts = [index for index, line in enumerate(tail)
-              if line.lstrip().lower().startswith(("error", "×"))]
-    shown = tail[starts[0]:] if starts else tail
+    starts = [index for index, line in enumerate(tail) if line.lstrip().lower().startswith(("error", "×"))]
+    shown = tail[starts[0] :] if starts else tail
     lines = [line.strip() for line in shown[-_SHOWN_ERROR_LINES:]] or ["(no output)"]
     return f"{command} failed (exit code {code}):\n  " + "\n  ".join(lines)
 
@@ -101,9 +113,13 @@ def uv_sources_from_pip() -> list[str]:
     if any(name in os.environ for name in _UV_SOURCE_VARIABLES):
         return []
     try:
-        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                                capture_output=True, text=True, timeout=60,
-                                stdin=subprocess.DEVNULL)
+        listed = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return uv_sources_from_pip_config(listed.stdout) if listed.returncode == 0 else []

@@ -49,8 +49,9 @@ class UsageParser(argparse.ArgumentParser):
 
 
 def _endpoint_parser() -> UsageParser:
-    parser = UsageParser(prog=ENDPOINT_MAGIC, usage=ENDPOINT_USAGE, add_help=False,
-                     allow_abbrev=False, exit_on_error=False)
+    parser = UsageParser(
+        prog=ENDPOINT_MAGIC, usage=ENDPOINT_USAGE, add_help=False, allow_abbrev=False, exit_on_error=False
+    )
     parser.add_argument("target")
     parser.add_argument("--function", required=True)
     parser.add_argument("--folder", dest="folders", action="append", default=[])
@@ -72,11 +73,10 @@ def split_words(line: str, usage: str) -> list[str]:
 
 
 def parse_target(text: str, usage: str = ENDPOINT_USAGE) -> tuple[str, str]:
-    """"SERVICE/ENDPOINT" -> (service, endpoint); `usage` goes into the error message."""
+    """ "SERVICE/ENDPOINT" -> (service, endpoint); `usage` goes into the error message."""
     service, slash, endpoint = text.partition("/")
     if not (slash and ID_PATTERN.fullmatch(service) and ID_PATTERN.fullmatch(endpoint)):
-        raise MagicUsageError("expected SERVICE/ENDPOINT (ids of letters, digits, '_' or '-'), "
-                              f"got {text!r}; {usage}")
+        raise MagicUsageError(f"expected SERVICE/ENDPOINT (ids of letters, digits, '_' or '-'), got {text!r}; {usage}")
     return service, endpoint
 
 
@@ -89,8 +89,8 @@ def parse_endpoint_magic(line: str) -> EndpointMagic:
     service, endpoint = parse_target(args.target)
     if not is_function_name(args.function):
         raise MagicUsageError(
-            f"--function: expected the name of a Python function, got {args.function!r}; "
-            f"{ENDPOINT_USAGE}")
+            f"--function: expected the name of a Python function, got {args.function!r}; {ENDPOINT_USAGE}"
+        )
     pool = {key: getattr(args, key) for key in _POOL_OPTIONS if getattr(args, key) is not None}
     try:
         PoolSettings.from_json(pool, "pool")  # refuse now what the node would refuse later
@@ -100,14 +100,12 @@ def parse_endpoint_magic(line: str) -> EndpointMagic:
         CodeEnv.from_json({"requirements": list(args.requirements)}, "codeEnv")
     except DefinitionError as error:
         raise MagicUsageError(f"--requirement: {error}; {ENDPOINT_USAGE}") from None
-    return EndpointMagic(service, endpoint, args.function, tuple(args.folders),
-                         tuple(args.requirements), pool)
+    return EndpointMagic(service, endpoint, args.function, tuple(args.folders), tuple(args.requirements), pool)
 
 
 def parse_test_queries_magic(line: str) -> tuple[str, str]:
     """Parse the text after `%%api_test_queries`: (service, endpoint)."""
     words = split_words(line, TEST_QUERIES_USAGE)
     if len(words) != 1:
-        raise MagicUsageError(f"expected one SERVICE/ENDPOINT, got {line.strip()!r}; "
-                              f"{TEST_QUERIES_USAGE}")
+        raise MagicUsageError(f"expected one SERVICE/ENDPOINT, got {line.strip()!r}; {TEST_QUERIES_USAGE}")
     return parse_target(words[0], TEST_QUERIES_USAGE)

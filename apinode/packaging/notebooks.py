@@ -37,19 +37,18 @@ class EndpointRegistration:
     test_queries: tuple[TestQuery, ...] = ()
 
 
-def stage_registrations(service_id: str, endpoints: Sequence[EndpointRegistration],
-                        base_dir: Path, source: str) -> StagedService:
+def stage_registrations(
+    service_id: str, endpoints: Sequence[EndpointRegistration], base_dir: Path, source: str
+) -> StagedService:
     """Stage a service from its registered endpoints; folders are relative to `base_dir`.
 
     Each endpoint's code becomes `endpoints/<id>/<id>.py`; `source` names the origin (the
     notebook) in error messages.
     """
-    strangers = [f"{r.magic.service}/{r.magic.endpoint}" for r in endpoints
-                 if r.magic.service != service_id]
+    strangers = [f"{r.magic.service}/{r.magic.endpoint}" for r in endpoints if r.magic.service != service_id]
     if strangers:
         raise ValueError(f"endpoints of other services than {service_id!r}: {strangers}")
-    definition = parse_service(
-        {"id": service_id, "endpoints": [_endpoint_json(r) for r in endpoints]}, source)
+    definition = parse_service({"id": service_id, "endpoints": [_endpoint_json(r) for r in endpoints]}, source)
     code = {r.magic.endpoint: _as_file(r.code).encode() for r in endpoints}
     return stage_definition(definition, base_dir, source, code)
 
@@ -91,20 +90,25 @@ def read_notebook_services(path: Path) -> dict[str, StagedService]:
                 cells.setdefault(magic.service, {})[magic.endpoint] = (magic, body)
             elif magic_name == TEST_QUERIES_MAGIC:
                 target = parse_test_queries_magic(arguments)
-                queries[target] = parse_test_queries(parse_json(body, where),
-                                                     f"{where}: testQueries")
+                queries[target] = parse_test_queries(parse_json(body, where), f"{where}: testQueries")
                 query_cells[target] = where
         except MagicUsageError as error:
             raise MagicUsageError(f"{where}: {error}") from None
     for (service, endpoint), where in query_cells.items():
         if endpoint not in cells.get(service, {}):
-            raise DefinitionError(f"{where}: test queries for {service}/{endpoint}, "
-                                  f"which no {ENDPOINT_MAGIC} cell defines")
+            raise DefinitionError(
+                f"{where}: test queries for {service}/{endpoint}, which no {ENDPOINT_MAGIC} cell defines"
+            )
     return {
-        service: stage_registrations(service, [
-            EndpointRegistration(magic, code, queries.get((service, endpoint), ()))
-            for endpoint, (magic, code) in endpoints.items()
-        ], path.parent, str(path))
+        service: stage_registrations(
+            service,
+            [
+                EndpointRegistration(magic, code, queries.get((service, endpoint), ()))
+                for endpoint, (magic, code) in endpoints.items()
+            ],
+            path.parent,
+            str(path),
+        )
         for service, endpoints in cells.items()
     }
 
@@ -114,7 +118,7 @@ def _code_cells(path: Path) -> list[str]:
     import nbformat  # here: only notebook sources need it, and the node runs without Jupyter
 
     try:
-        notebook = nbformat.read(path, as_version=4)
+        notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     except (OSError, ValueError, nbformat.ValidationError) as error:
         summary = str(error).strip().splitlines()[0]  # schema errors run over many lines
         raise DefinitionError(f"{path}: not a readable notebook: {summary}") from None
@@ -127,7 +131,8 @@ def stage_notebook(path: Path, service_id: str | None = None) -> StagedService:
     if not services:
         raise DefinitionError(
             f"{path}: defines no service; an endpoint is a code cell starting with "
-            f"{ENDPOINT_USAGE.removeprefix('usage: ')}")
+            f"{ENDPOINT_USAGE.removeprefix('usage: ')}"
+        )
     if service_id is None and len(services) == 1:
         return next(iter(services.values()))
     if service_id in services:

@@ -50,14 +50,15 @@ def stage_definition(
     for endpoint in definition.endpoints:
         where = f"{source}: endpoint {endpoint.id}"
         code_path = f"endpoints/{endpoint.id}/{PurePosixPath(endpoint.code).name}"
-        files[code_path] = code[endpoint.id] if code is not None else _code_file(
-            base_dir, endpoint, where)
-        endpoints.append(replace(
-            endpoint,
-            code=code_path,
-            folders=tuple(folders.add(base_dir, folder, where) for folder in endpoint.folders),
-            code_env=_staged_code_env(endpoint.code_env, wheelhouses, base_dir, where),
-        ))
+        files[code_path] = code[endpoint.id] if code is not None else _code_file(base_dir, endpoint, where)
+        endpoints.append(
+            replace(
+                endpoint,
+                code=code_path,
+                folders=tuple(folders.add(base_dir, folder, where) for folder in endpoint.folders),
+                code_env=_staged_code_env(endpoint.code_env, wheelhouses, base_dir, where),
+            )
+        )
     return StagedService(replace(definition, endpoints=tuple(endpoints)), files)
 
 
@@ -70,9 +71,11 @@ def folder_on_disk(archive_path: str, source: Path) -> Path:
 def source_folders(staged: StagedService) -> dict[Path, str]:
     """The bundled folders and wheelhouses on disk (resolved), each with its archive folder;
     only those whose files are still on disk (not a bundle's, read in memory)."""
-    return {folder_on_disk(name, source).resolve(): "/".join(name.split("/")[:2])
-            for name, source in staged.files.items()
-            if isinstance(source, Path) and name.split("/")[0] in ("folders", "wheels")}
+    return {
+        folder_on_disk(name, source).resolve(): "/".join(name.split("/")[:2])
+        for name, source in staged.files.items()
+        if isinstance(source, Path) and name.split("/")[0] in ("folders", "wheels")
+    }
 
 
 def stage_directory(path: Path) -> StagedService:
@@ -102,12 +105,10 @@ def stage_source(path: Path, service_id: str | None = None) -> StagedService:
         staged = open_bundle(path)
     else:
         raise DefinitionError(
-            f"{path}: expected a service directory (with a service.json), "
-            "a notebook (.ipynb) or a bundle (.zip)"
+            f"{path}: expected a service directory (with a service.json), a notebook (.ipynb) or a bundle (.zip)"
         )
     if service_id is not None and service_id != staged.definition.id:
-        raise DefinitionError(
-            f"{path}: defines service {staged.definition.id!r}, not {service_id!r}")
+        raise DefinitionError(f"{path}: defines service {staged.definition.id!r}, not {service_id!r}")
     return staged
 
 
@@ -118,12 +119,10 @@ def _code_file(base_dir: Path, endpoint: EndpointDef, where: str) -> Path:
     return path
 
 
-def _staged_code_env(code_env: CodeEnv | None, wheelhouses: _Folders, base_dir: Path,
-                     where: str) -> CodeEnv | None:
+def _staged_code_env(code_env: CodeEnv | None, wheelhouses: _Folders, base_dir: Path, where: str) -> CodeEnv | None:
     if code_env is None or code_env.wheelhouse is None:
         return code_env
-    return replace(code_env, wheelhouse=wheelhouses.add(base_dir, code_env.wheelhouse,
-                                                        f"{where}: codeEnv.wheelhouse"))
+    return replace(code_env, wheelhouse=wheelhouses.add(base_dir, code_env.wheelhouse, f"{where}: codeEnv.wheelhouse"))
 
 
 class _Folders:

@@ -23,14 +23,12 @@ WHEELS = "wheels"
 log = logging.getLogger("apinode.codeenvs")
 
 
-def with_wheelhouses(staged: StagedService, work_dir: Path,
-                     progress: Progress = log.info) -> StagedService:
+def with_wheelhouses(staged: StagedService, work_dir: Path, progress: Progress = log.info) -> StagedService:
     """`staged` with the wheels of every code env, fetched into `work_dir` (which must outlive
     the bundle's writing: staged files are read then), with this interpreter's `pip wheel`; its
     output goes line by line to `progress`. Wheelhouses `staged` had are replaced. CodeEnvError
     if pip cannot fetch them."""
-    files = {name: content for name, content in staged.files.items()
-             if not name.startswith(f"{WHEELS}/")}
+    files = {name: content for name, content in staged.files.items() if not name.startswith(f"{WHEELS}/")}
     wheelhouses: dict[tuple[str, ...], str] = {}
     endpoints = []
     for endpoint in staged.definition.endpoints:
@@ -45,19 +43,31 @@ def with_wheelhouses(staged: StagedService, work_dir: Path,
     return StagedService(replace(staged.definition, endpoints=tuple(endpoints)), files)
 
 
-def _fetch(requirements: tuple[str, ...], directory: Path, endpoint_id: str,
-           progress: Progress) -> dict[str, bytes | Path]:
+def _fetch(
+    requirements: tuple[str, ...], directory: Path, endpoint_id: str, progress: Progress
+) -> dict[str, bytes | Path]:
     """Fetch the wheels into `directory`; their bundle paths."""
     listed = ", ".join(requirements)
     progress(f"fetching wheels for endpoint {endpoint_id}: {listed}")
-    argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-input",
-            "--progress-bar", "off", "--wheel-dir", str(directory), *requirements]
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "--wheel-dir",
+        str(directory),
+        *requirements,
+    ]
     try:
         code, tail = run_streamed(argv, progress)
     except OSError as error:
         raise CodeEnvError(f"endpoint {endpoint_id}: cannot run pip: {error}") from error
     if code != 0:
-        raise CodeEnvError(f"endpoint {endpoint_id}: cannot fetch the wheels of {listed}: "
-                           f"{failure_report('pip wheel', code, tail)}")
-    return {f"{WHEELS}/{endpoint_id}/{wheel.name}": wheel
-            for wheel in sorted(directory.glob("*.whl"))}
+        raise CodeEnvError(
+            f"endpoint {endpoint_id}: cannot fetch the wheels of {listed}: {failure_report('pip wheel', code, tail)}"
+        )
+    return {f"{WHEELS}/{endpoint_id}/{wheel.name}": wheel for wheel in sorted(directory.glob("*.whl"))}

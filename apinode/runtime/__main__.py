@@ -26,9 +26,10 @@ else:
     _spec = importlib.util.spec_from_file_location(
         "apinode_runtime", os.path.join(_here, "__init__.py"), submodule_search_locations=[_here]
     )
+    assert _spec is not None and _spec.loader is not None
     _package = importlib.util.module_from_spec(_spec)
     sys.modules["apinode_runtime"] = _package
     _spec.loader.exec_module(_package)
-    from apinode_runtime.worker import main
+    from apinode_runtime.worker import main  # type: ignore[no-redef]
 
 sys.exit(main(sys.argv[1:]))

@@ -7,7 +7,8 @@ life), so binding a request is a few set operations.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class BindingError(ValueError):
@@ -39,7 +40,8 @@ class Binder:
         self.positional_only = [p.name for p in params if p.kind is kinds.POSITIONAL_ONLY]
         self.keywords = {p.name for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)}
         self.required = [
-            p.name for p in params
+            p.name
+            for p in params
             if p.default is kinds.empty and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
         ]
         self.takes_var_keyword = any(p.kind is kinds.VAR_KEYWORD for p in params)

@@ -7,9 +7,10 @@ reads (it raises `DataikuException("<errorType>: <detailedMessage>")`).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
-def error_body(error_type: str, message: str, detailed_message: str | None = None) -> dict:
+def error_body(error_type: str, message: str, detailed_message: str | None = None) -> dict[str, Any]:
     return {"errorType": error_type, "message": message, "detailedMessage": detailed_message or message}
 
 

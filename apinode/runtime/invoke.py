@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .binding import Binder, BindingError
 from .errors import error_json
@@ -47,7 +48,9 @@ def parse_request(body: bytes) -> dict[str, Any]:
         return {}
     params = json.loads(body)
     if not isinstance(params, dict):
-        raise ValueError(f"expected a JSON object whose attributes are the function's parameters, got a JSON {_json_kind(params)}")
+        raise ValueError(
+            f"expected a JSON object whose attributes are the function's parameters, got a JSON {_json_kind(params)}"
+        )
     # dataikuapi's multi-generation routing, read by the node; never a function argument.
     dispatch = params.get("dispatch")
     if isinstance(dispatch, dict) and dispatch.keys() <= {"forcedGeneration", "dispatchKey"}:
@@ -83,12 +86,20 @@ class Invoker:
         except Exception as exc:
             elapsed = (time.perf_counter() - started) * 1000
             message = f"{type(exc).__name__}: {exc}"
-            return Outcome(500, error_json("FunctionError", f"the function raised {message}", message), elapsed, traceback.format_exc())
+            return Outcome(
+                500,
+                error_json("FunctionError", f"the function raised {message}", message),
+                elapsed,
+                traceback.format_exc(),
+            )
         elapsed = (time.perf_counter() - started) * 1000
         try:
             return Outcome(200, _encode(result).encode(), elapsed)
         except _NotSerializable as exc:
-            message = f"the function returned a value that is not JSON-serializable: a {exc} (return lists, dicts, strings, numbers, booleans or None)"
+            message = (
+                f"the function returned a value that is not JSON-serializable: a {exc} "
+                "(return lists, dicts, strings, numbers, booleans or None)"
+            )
         except ValueError as exc:  # NaN/Infinity, or a circular reference
             detail = "NaN or Infinity, which JSON cannot represent" if "Out of range" in str(exc) else str(exc).lower()
             message = f"the function's result cannot be encoded as JSON: {detail}"

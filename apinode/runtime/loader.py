@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import types
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class LoadError(Exception):
@@ -44,14 +45,16 @@ def load_function(
     found = module.__dict__.get(function)
     if found is None:
         defined = sorted(
-            name for name, value in module.__dict__.items()
+            name
+            for name, value in module.__dict__.items()
             if callable(value) and getattr(value, "__module__", None) == module_name
         )
         hint = f"; it defines {', '.join(defined)}" if defined else "; it defines no function"
         raise LoadError(f"{os.path.basename(filename)} has no function named {function!r}{hint}")
     if not callable(found):
         raise LoadError(f"{function!r} in {os.path.basename(filename)} is a {type(found).__name__}, not a function")
-    return found
+    function_found: Callable[..., Any] = found
+    return function_found
 
 
 def load_function_file(path: str, function: str, folders: Sequence[str], module_name: str) -> Callable[..., Any]:

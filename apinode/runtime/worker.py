@@ -11,13 +11,14 @@ import json
 import signal
 import socket
 import sys
+from typing import Any
 
 from . import framing
 from .invoke import Invoker
 from .loader import LoadError, load_function_file
 
 
-def _load(spec: dict) -> Invoker:
+def _load(spec: dict[str, Any]) -> Invoker:
     module_name = "apinode_endpoint_" + spec["name"].replace("/", "_").replace("-", "_")
     return Invoker(load_function_file(spec["code"], spec["function"], spec["folders"], module_name))
 

@@ -2,6 +2,7 @@
 
 Each initialization appends the pipeline's pid to the file the test names in the environment.
 """
+
 import os
 
 with open(os.environ["APINODE_TEST_INIT_LOG"], "a") as log:

@@ -2,7 +2,7 @@
 disable, delete, and the restore of the data directory's state when the node starts.
 
 A switch loses no request. The generations it needs are loaded and their floor pipelines
-started first; only then is the new state written and the service's router replaced, so new
+started first; only then is the new state written and the service's traffic split replaced, so new
 requests go to the new generations; the generations it leaves out are closed last, which lets
 their queued and running requests finish (Pool.close drains) before their pipelines stop. A
 generation that does not load refuses the switch: what was started for it is stopped, and the
@@ -11,7 +11,7 @@ does not load is marked failed and the others serve (what `apinode run` has alwa
 
 Concurrency: everything runs on the event loop. The admin changes to one service are
 serialized by its lock, held across the awaits of loading and draining; requests take no lock,
-they read `service.router` once. File-heavy work (imports, deletions, code env builds) runs in
+they read `service.traffic` once. File-heavy work (imports, deletions, code env builds) runs in
 a worker thread so that requests keep flowing meanwhile.
 """
 
@@ -27,20 +27,21 @@ from pathlib import Path
 
 from ..packaging.codeenvs import CodeEnvCache, CodeEnvError
 from ..packaging.definitions import DefinitionError, ServiceDef, load_service_file
-from .codeenv_binding import Interpreter, Interpreters, codeenv_python
 from .errors import ApiError, BadRequest, EndpointLoadFailed, NotFound, listing
-from .routing import GenerationMapping
+from .interpreters import Interpreter, Interpreters, codeenv_python
 from .services import LoadedGeneration, Service
 from .store import DataDir, ServiceState
+from .traffic import GenerationMapping
 
 log = logging.getLogger("apinode.registry")
 
 DRAIN_TIMEOUT = 30.0  # seconds a retired generation's requests get to finish
 
 
-class ServiceRegistry:
-    def __init__(self, store: DataDir, code_envs: CodeEnvCache,
-                 on_delete: Callable[[str], None] = lambda service_id: None) -> None:
+class ServiceManager:
+    def __init__(
+        self, store: DataDir, code_envs: CodeEnvCache, on_delete: Callable[[str], None] = lambda service_id: None
+    ) -> None:
         """`on_delete(service_id)`: what else a deleted service leaves (its query log)."""
         self.store = store
         self.code_envs = code_envs
@@ -52,8 +53,9 @@ class ServiceRegistry:
         """The service to call; NotFound if there is none or it is disabled."""
         service = self.services.get(service_id)
         if service is None or not service.state.enabled:
-            raise NotFound(f"no service {service_id!r} on this node" if service is None
-                           else f"service {service_id!r} is disabled")
+            raise NotFound(
+                f"no service {service_id!r} on this node" if service is None else f"service {service_id!r} is disabled"
+            )
         return service
 
     # -- start and stop -----------------------------------------------------------------------
@@ -68,15 +70,22 @@ class ServiceRegistry:
         try:
             await self._apply(service, service.state, strict=False)
         except (ApiError, DefinitionError, OSError) as error:
-            log.error("service %s: cannot serve generation(s) %s: %s", service.id,
-                      ", ".join(service.state.selected()), error)
+            log.error(
+                "service %s: cannot serve generation(s) %s: %s", service.id, ", ".join(service.state.selected()), error
+            )
             service.problem = EndpointLoadFailed(
                 f"service {service.id!r} did not load when the node started: {error}; fix that, then "
-                "switch generations again")
+                "switch generations again"
+            )
 
     async def close(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
-        await asyncio.gather(*(generation.close(drain_timeout) for service in self.services.values()
-                               for generation in service.loaded.values()))
+        await asyncio.gather(
+            *(
+                generation.close(drain_timeout)
+                for service in self.services.values()
+                for generation in service.loaded.values()
+            )
+        )
 
     # -- admin: services ----------------------------------------------------------------------
     def admin_get(self, service_id: str) -> Service:
@@ -109,10 +118,13 @@ class ServiceRegistry:
         """Import a bundle (file or bytes) as a new generation; its id. Nothing changes if it is refused."""
         async with self._changing(service_id) as service:
             definition: ServiceDef = await asyncio.to_thread(
-                self.store.import_bundle, service_id, source, service.state.imported)
+                self.store.import_bundle, service_id, source, service.state.imported
+            )
             generation = definition.generation
             assert generation is not None
-            await self._save(service, replace(service.state, imported={**service.state.imported, generation: time.time()}))
+            await self._save(
+                service, replace(service.state, imported={**service.state.imported, generation: time.time()})
+            )
         log.info("service %s: generation %s imported", service_id, generation)
         return generation
 
@@ -145,8 +157,10 @@ class ServiceRegistry:
         async with self._changing(service_id) as service:
             unknown = [generation for generation in mapping.generations if generation not in service.state.imported]
             if unknown:
-                raise BadRequest(f"mapping: service {service_id!r} has no generation {unknown[0]!r} "
-                                 f"(its generations: {listing(service.state.imported)})")
+                raise BadRequest(
+                    f"mapping: service {service_id!r} has no generation {unknown[0]!r} "
+                    f"(its generations: {listing(service.state.imported)})"
+                )
             await self._apply(service, replace(service.state, enabled=True, active=None, mapping=mapping))
 
     async def enable(self, service_id: str) -> None:
@@ -175,8 +189,10 @@ class ServiceRegistry:
     @staticmethod
     def check_imported(service: Service, generation: str) -> None:
         if generation not in service.state.imported:
-            raise NotFound(f"service {service.id!r} has no generation {generation!r} "
-                           f"(its generations: {listing(service.state.imported)})")
+            raise NotFound(
+                f"service {service.id!r} has no generation {generation!r} "
+                f"(its generations: {listing(service.state.imported)})"
+            )
 
     async def _save(self, service: Service, state: ServiceState) -> None:
         """Write the state (in a thread: it waits for the disk), then make it the service's."""
@@ -218,7 +234,9 @@ class ServiceRegistry:
             failure = next(iter(failures.values()))
             raise EndpointLoadFailed(
                 f"generation {generation!r} of service {service.id!r} did not load, so nothing was "
-                f"switched: {failure.message} (the traceback is in the node's log)", failure.traceback)
+                f"switched: {failure.message} (the traceback is in the node's log)",
+                failure.traceback,
+            )
         return loaded
 
     def _interpreters(self, definition: ServiceDef, directory: Path) -> Interpreters:

@@ -26,7 +26,7 @@ from .globals_check import standalone_source
 from .overview import ServicesOverview
 
 
-class RegistryError(ValueError):
+class NotRegistered(ValueError):
     """Asked for an endpoint or service the kernel has not registered; says what to run."""
 
 
@@ -43,7 +43,7 @@ class Shipped:
         return f"service {self.service!r}, generation {self.generation}: {self.action} {self.destination}"
 
 
-class EndpointRegistry:
+class KernelEndpoints:
     def __init__(self, base_dir: Path | None = None) -> None:
         self.base_dir = (base_dir or Path.cwd()).absolute()
         self._endpoints: dict[tuple[str, str], EndpointRegistration] = {}
@@ -55,8 +55,7 @@ class EndpointRegistry:
         self._endpoints[(magic.service, magic.endpoint)] = registration
         return registration
 
-    def register_function(self, service: str, endpoint: str,
-                          function: Callable[..., Any]) -> EndpointRegistration:
+    def register_function(self, service: str, endpoint: str, function: Callable[..., Any]) -> EndpointRegistration:
         """Register a kernel function from its own source, refused if it needs notebook globals."""
         code, name = standalone_source(function)
         return self.register(EndpointMagic(service, endpoint, name), code)
@@ -74,8 +73,10 @@ class EndpointRegistry:
             return self._endpoints[(service, endpoint)]
         except KeyError:
             known = ", ".join(f"{s}/{e}" for s, e in self._endpoints) or "none yet"
-            raise RegistryError(f"no endpoint {service}/{endpoint} in this kernel (registered: "
-                                f"{known}); run its {ENDPOINT_MAGIC} cell first") from None
+            raise NotRegistered(
+                f"no endpoint {service}/{endpoint} in this kernel (registered: "
+                f"{known}); run its {ENDPOINT_MAGIC} cell first"
+            ) from None
 
     def registrations(self) -> list[EndpointRegistration]:
         """Every registered endpoint, services and endpoints in order of first registration."""
@@ -91,8 +92,9 @@ class EndpointRegistry:
         endpoints = [r for r in self.registrations() if r.magic.service == service]
         if not endpoints:
             known = ", ".join(dict.fromkeys(s for s, _ in self._endpoints)) or "none yet"
-            raise RegistryError(f"no service {service!r} in this kernel (registered: {known}); "
-                                f"run its {ENDPOINT_MAGIC} cells first")
+            raise NotRegistered(
+                f"no service {service!r} in this kernel (registered: {known}); run its {ENDPOINT_MAGIC} cells first"
+            )
         return stage_registrations(service, endpoints, self.base_dir, f"service {service}")
 
     def export(self, service: str, path: Path) -> Shipped:

@@ -8,11 +8,11 @@ always lands on the same generation. A body may carry `"dispatch": {"forcedGener
 (any loaded generation, preloaded ones included) or `"dispatch": {"dispatchKey": "customer-42"}`,
 as dataikuapi's clients send them; the pipeline drops that attribute before binding.
 
-Cost: the node does not parse bodies on the hot path. A router whose only loaded generation is
+Cost: the node does not parse bodies on the hot path. A split whose only loaded generation is
 the active one returns it without looking at the body; otherwise it looks for the bytes
 `"dispatch"` and parses the body only when they are there.
 
-Concurrency: a Router is immutable. A switch builds a new one and replaces the service's
+Concurrency: a TrafficSplit is immutable. A switch builds a new one and replaces the service's
 reference to it, so every request sees either the old routing or the new one, never a mix.
 """
 
@@ -50,14 +50,18 @@ class GenerationMapping:
         return tuple(generation for generation, _ in self.entries)
 
     def to_json(self) -> dict[str, Any]:
-        return {"entries": [{"generation": generation, "proba": proba} for generation, proba in self.entries],
-                "hashBased": self.hash_based}
+        return {
+            "entries": [{"generation": generation, "proba": proba} for generation, proba in self.entries],
+            "hashBased": self.hash_based,
+        }
 
     @classmethod
     def from_json(cls, value: object) -> GenerationMapping:
         """Parse a setMapping body; BadRequest saying what is wrong and what was expected."""
-        expected = ('expected {"entries": [{"generation": "g1", "proba": 0.7}, '
-                    '{"generation": "g2", "proba": 0.3}], "hashBased": false}')
+        expected = (
+            'expected {"entries": [{"generation": "g1", "proba": 0.7}, '
+            '{"generation": "g2", "proba": 0.3}], "hashBased": false}'
+        )
         if not isinstance(value, dict) or not value.keys() <= {"entries", "hashBased"}:
             raise BadRequest(f"mapping: {expected}")
         items = value.get("entries")
@@ -98,9 +102,14 @@ def _dispatch(body: bytes) -> dict[str, Any]:
     return dispatch if isinstance(dispatch, dict) else {}
 
 
-class Router:
-    def __init__(self, service_id: str, loaded: Mapping[str, LoadedGeneration],
-                 active: str | None = None, mapping: GenerationMapping | None = None) -> None:
+class TrafficSplit:
+    def __init__(
+        self,
+        service_id: str,
+        loaded: Mapping[str, LoadedGeneration],
+        active: str | None = None,
+        mapping: GenerationMapping | None = None,
+    ) -> None:
         """`loaded` holds every loaded generation; `active` or `mapping` (all loaded) selects."""
         self._service_id = service_id
         self._loaded = dict(loaded)
@@ -136,5 +145,6 @@ class Router:
             raise NotFound(
                 f"dispatch.forcedGeneration: generation {generation!r} of service {self._service_id!r} "
                 f"is not loaded on this node (loaded: {listing(self._loaded)}); "
-                "switch to it, map it or preload it first")
+                "switch to it, map it or preload it first"
+            )
         return loaded

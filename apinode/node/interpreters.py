@@ -37,8 +37,9 @@ in it run the node's own."""
 BUILTIN: Interpreter = (sys.executable, None)
 
 
-def codeenv_python(cache: CodeEnvCache, endpoint: EndpointDef, generation_dir: Path,
-                   progress: Progress | None = None) -> Interpreter:
+def codeenv_python(
+    cache: CodeEnvCache, endpoint: EndpointDef, generation_dir: Path, progress: Progress | None = None
+) -> Interpreter:
     """What the pipelines of `endpoint` of the generation extracted in `generation_dir` run
     with: its code env's interpreter and environment, or the node's (`BUILTIN`) when it has no
     code env. Builds the env if needed, from the generation's wheelhouse when it has one."""
@@ -73,6 +74,5 @@ def env_users(data_dir: Path, cache: CodeEnvCache) -> dict[str, list[str]]:
         generation = service_file.parent
         for endpoint in definition.endpoints:
             if endpoint.code_env is not None:
-                users[cache.key(endpoint.code_env)].add(
-                    f"{generation.parent.parent.name}/{generation.name}")
+                users[cache.key(endpoint.code_env)].add(f"{generation.parent.parent.name}/{generation.name}")
     return {key: sorted(names) for key, names in users.items()}
