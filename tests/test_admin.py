@@ -404,6 +404,21 @@ def test_metrics_json_and_prometheus(node, admin, bundles):
     assert f"apinode_rejections_total{{{labels}}} 0.0" in text
 
 
+def test_prometheus_shows_private_services_only_to_an_admin(node, admin, bundles, key):
+    deploy(admin, bundles, "open-metrics", "g1")
+    deploy(admin, bundles, "secret-metrics", "g7", publicAccess=False, apiKeys=["k-secret"])
+    assert call(node, "secret-metrics", auth=("k-secret", "")).status_code == 200
+    anonymous = requests.get(f"{node.url}/metrics", timeout=10).text
+    assert 'service="open-metrics"' in anonymous
+    assert "secret-metrics" not in anonymous and "g7" not in anonymous
+    for wrong in (("k-secret", ""), ("nope", "")):  # a service's API key is not an admin key
+        assert "secret-metrics" not in requests.get(f"{node.url}/metrics", auth=wrong, timeout=10).text
+    operator = requests.get(f"{node.url}/metrics", auth=(key, ""), timeout=10).text
+    labels = 'endpoint="which",generation="g7",service="secret-metrics"'
+    assert f'apinode_requests_total{{{labels},status="200"}} 1.0' in operator
+    assert 'service="open-metrics"' in operator
+
+
 def test_query_log_lines(node, admin, bundles, data_dir):
     deploy(admin, bundles, "logged", "g1", logQueryParameters=True)
     deploy(admin, bundles, "quiet", "g1")

@@ -40,7 +40,7 @@ def make_router(
     app = tornado.web.Application(
         [
             (r"/isAlive", IsAliveHandler),
-            (r"/metrics", PrometheusHandler, {"metrics": PrometheusMetrics(services)}),
+            (r"/metrics", PrometheusHandler, {"metrics": PrometheusMetrics(services), "keys": keys}),
             check_route(services, keys),  # before admin_routes, whose catch-all comes last
             *admin_routes(services, keys),
         ],

@@ -17,7 +17,9 @@ from tornado.http1connection import HTTP1Connection
 
 from ..runtime.errors import error_body
 from .errors import ApiError, BodyTooLarge, NotFound
+from .keys import AdminKeys
 from .metrics import PrometheusMetrics
+from .services import basic_auth_user
 
 log = logging.getLogger("apinode.http")
 
@@ -92,11 +94,15 @@ class IsAliveHandler(JsonHandler):
 
 
 class PrometheusHandler(JsonHandler):
-    """GET /metrics: the node's metrics in Prometheus' text format (no key: scrapers rarely have one)."""
+    """GET /metrics: the node's metrics in Prometheus' text format. No key is needed (scrapers
+    rarely have one) for public services' series; private services' need an admin key, sent
+    like the admin API's (Prometheus' `basic_auth` with the key as user name)."""
 
-    def initialize(self, metrics: PrometheusMetrics) -> None:
+    def initialize(self, metrics: PrometheusMetrics, keys: AdminKeys) -> None:
         self.metrics = metrics
+        self.keys = keys
 
     def get(self) -> None:
+        admin = self.keys.check(basic_auth_user(self.request.headers.get("Authorization")))
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(self.metrics.text())
+        self.finish(self.metrics.text(include_private=admin))
