@@ -47,6 +47,30 @@ def make_service(root, **endpoint):
     return root
 
 
+@pytest.mark.parametrize(
+    "endpoint, field",
+    [
+        (lambda out: {"code": "../../../../etc/hostname"}, "endpoints[0].code: '../../../../etc/hostname'"),
+        (lambda out: {"code": f"{out}/secret.py"}, "endpoints[0].code: '{out}/secret.py'"),
+        (lambda out: {"folders": [str(out)]}, "endpoints[0].folders[0]: '{out}'"),
+        (lambda out: {"folders": ["models", "../outside"]}, "endpoints[0].folders[1]: '../outside'"),
+        (lambda out: {"folders": ["escape"]}, "endpoints[0].folders[0]: 'escape'"),  # a link leading out
+        (lambda out: {"codeEnv": {"requirements": [], "wheelhouse": "../outside"}}, "endpoints[0].codeEnv.wheelhouse"),
+    ],
+)
+def test_a_service_directory_bundles_nothing_from_outside_it(tmp_path, endpoint, field):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("KEY = 'private'\n")
+    root = make_service(tmp_path / "service", **endpoint(outside))
+    (root / "escape").symlink_to(outside)
+    with pytest.raises(DefinitionError) as refused:
+        stage_directory(root)
+    message = str(refused.value)
+    assert message.startswith(f"{root / 'service.json'}: {field.format(out=outside)}"), message
+    assert f"outside the service directory {root}" in message
+
+
 def zip_of(entries, attrs=None):
     """A zip holding `entries` (name -> bytes) as given, however unsafe."""
     buffer = io.BytesIO()
