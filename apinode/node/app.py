@@ -20,7 +20,7 @@ import tornado.web
 from ..packaging.codeenvs import CodeEnvCache
 from .admin_check import check_route
 from .admin_handlers import admin_routes
-from .handlers import IsAliveHandler, NotFoundHandler, PrometheusHandler
+from .handlers import IsAliveHandler, NotFoundHandler, OtherEndpointKindHandler, PrometheusHandler
 from .keys import AdminKeys
 from .metrics import PrometheusMetrics
 from .querylog import QueryLog
@@ -40,6 +40,7 @@ def make_router(
     app = tornado.web.Application(
         [
             (r"/isAlive", IsAliveHandler),
+            (OtherEndpointKindHandler.PATH, OtherEndpointKindHandler),
             (r"/metrics", PrometheusHandler, {"metrics": PrometheusMetrics(services), "keys": keys}),
             check_route(services, keys),  # before admin_routes, whose catch-all comes last
             *admin_routes(services, keys),

@@ -88,6 +88,33 @@ class NotFoundHandler(JsonHandler):
         raise NotFound(f"no such URL: {self.request.path}")
 
 
+class OtherEndpointKindHandler(JsonHandler):
+    """The URLs dataikuapi's APINodeClient calls for the kinds of endpoint a DSS API node has
+    and this one does not (`predict_record` posts to `.../<endpoint>/predict`): a 404 that says
+    so, and what to call instead, rather than "no such URL"."""
+
+    KINDS = {
+        "predict": "prediction",
+        "predict-multi": "prediction",
+        "predict-effect": "prediction",
+        "predict-effect-multi": "prediction",
+        "forecast": "forecasting",
+        "query": "SQL query",
+        "lookup": "dataset lookup",
+        "lookup-multi": "dataset lookup",
+    }
+    PATH = rf"/public/api/v1/([^/]+)/([^/]+)/({'|'.join(KINDS)})"
+
+    def prepare(self) -> None:
+        service, endpoint, action = self.path_args
+        raise NotFound(
+            f"{self.KINDS[action]} endpoints do not exist on this node ({action} of {service}/{endpoint}): "
+            "it serves python-function endpoints only; call one with run_function "
+            f"(APINodeClient(url, {service!r}).run_function({endpoint!r}, **params), "
+            f"that is POST /public/api/v1/{service}/{endpoint}/run with the parameters as a JSON object)"
+        )
+
+
 class IsAliveHandler(JsonHandler):
     def get(self) -> None:
         self.write_json({"alive": True})
