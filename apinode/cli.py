@@ -202,8 +202,14 @@ def _serve(args: argparse.Namespace) -> int:
         for service in services.services.values():
             state = service.state
             serving = ", ".join(state.selected()) or "no generation"
-            print(f"  {service.id}: {'enabled' if state.enabled else 'disabled'}, {serving}")
-        if not AdminKeys(store.admin_keys).entries():
+            problem = service.describe()["problem"]
+            print(f"  {service.id}: {'enabled' if state.enabled else 'disabled'}, {serving}", end="")
+            print("" if problem is None else f"; FAILED: {problem}")
+        keys = AdminKeys(store.admin_keys)
+        problem = keys.problem()
+        if problem is not None:
+            print(f"the admin API refuses every call until its key file is repaired: {problem}")
+        elif not keys.entries():
             print(f"no admin key yet: make one with `apinode admin-key-create --data-dir {store.root}`")
         sys.stdout.flush()
 

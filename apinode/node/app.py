@@ -73,12 +73,16 @@ async def serve(
     with store.locked(), _stop_signals() as stop:
         query_log = QueryLog(store.query_logs)
         services = ServiceManager(store, code_envs, on_delete=query_log.forget)
+        keys = AdminKeys(store.admin_keys)
         server = tornado.httpserver.HTTPServer(
-            make_router(services, AdminKeys(store.admin_keys), query_log, max_body_bytes), max_body_size=max_body_bytes
+            make_router(services, keys, query_log, max_body_bytes), max_body_size=max_body_bytes
         )
         try:
             query_log.start()
             await services.restore()
+            keys_problem = keys.problem()
+            if keys_problem is not None:
+                log.error("the admin API refuses every call until the key file is repaired: %s", keys_problem)
             sockets = tornado.netutil.bind_sockets(port, host)
             server.add_sockets(sockets)
             on_listening(sockets[0].getsockname()[1], services)
