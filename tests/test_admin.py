@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
+import os
 import threading
 import time
 import zipfile
@@ -215,6 +216,26 @@ def test_a_broken_bundle_changes_nothing(node, admin, bundles, data_dir, case, r
     assert tree(data_dir) == before
     assert admin.service("safe").list_generations() == generations
     assert generation_of(node, "safe") == "g1"
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_import_reads_only_a_regular_file(node, admin, bundles, kind):
+    """/dev/zero would be read forever, a FIFO would hang the import holding the service's lock."""
+    service_id = f"regular-{kind}"
+    deploy(admin, bundles, service_id, "g1")
+    path = "/dev/zero" if kind == "device" else str(bundles / "fifo.zip")
+    if kind == "fifo":
+        os.mkfifo(path)
+    response = requests.post(
+        f"{node.url}/admin/api/services/{service_id}/generations/actions/importFromArchive",
+        params={"filePath": path},
+        auth=(admin.api_key, ""),
+        timeout=10,
+    )
+    assert_error(response, 400, "BadRequest", f"{path}: not a regular file")
+    admin.service(service_id).import_generation_from_archive(str(make_bundle(bundles, service_id, "g2")))
+    admin.service(service_id).switch_to_newest()  # the service's lock was not kept
+    assert generation_of(node, service_id) == "g2"
 
 
 def test_switch_under_load_loses_no_request(node, admin, bundles):

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import tornado.web
 
+from ..packaging.bundles import DEFAULT_LIMITS
 from .errors import AdminUnavailable, BadRequest, NotFound, Unauthorized
 from .handlers import JsonHandler
 from .jsonfile import DataDirError
@@ -23,7 +24,7 @@ from .metrics import metrics_json
 from .service_manager import ServiceManager
 from .services import basic_auth_user
 
-MAX_BUNDLE_BYTES = 1 << 30  # the largest bundle the upload route accepts
+MAX_BUNDLE_BYTES = DEFAULT_LIMITS.max_archive_bytes  # the largest bundle the upload route accepts
 
 
 class AdminHandler(JsonHandler):
