@@ -330,10 +330,8 @@ def _endpoint_folders(endpoint: EndpointDef) -> tuple[str, ...]:
 
 def open_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> StagedService:
     """A bundle as a staged service, in memory (to serve it, or to bundle it again)."""
-    files: dict[str, bytes | Path] = dict(read_bundle(source, limits))
-    service_json = files.pop(SERVICE_JSON)
-    assert isinstance(service_json, bytes)
-    definition = _definition(service_json, files.keys(), _label(source))
+    files = read_bundle(source, limits)
+    definition = _definition(files.pop(SERVICE_JSON), files.keys(), _label(source))
     return StagedService(_with_generation(definition, files), files)
 
 
