@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     envs.add_argument("action", choices=("list", "prune"))
     envs.add_argument(
         "--data-dir",
-        type=Path,
+        type=absolute_path,
         help="the node's data directory (default: the cache of `apinode run`, "
         "$APINODE_CODE_ENVS or ~/.cache/apinode/code-envs, which no "
         "generation uses)",
@@ -93,7 +93,7 @@ def _add_node_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     serve_command.add_argument(
         "--data-dir",
-        type=Path,
+        type=absolute_path,
         required=True,
         help="where services, generations, keys and logs live (created if missing)",
     )
@@ -103,15 +103,15 @@ def _add_node_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     key_create = commands.add_parser(
         "admin-key-create", help="make an admin key and print it alone on a line (it is shown only this once)"
     )
-    key_create.add_argument("--data-dir", type=Path, required=True)
+    key_create.add_argument("--data-dir", type=absolute_path, required=True)
     key_create.add_argument("--label", help="what the key is for, as listings show it")
     key_create.set_defaults(handler=_admin_key_create)
     keys_list = commands.add_parser("admin-keys-list", help="list the admin keys (ids and labels, not secrets)")
-    keys_list.add_argument("--data-dir", type=Path, required=True)
+    keys_list.add_argument("--data-dir", type=absolute_path, required=True)
     keys_list.set_defaults(handler=_admin_keys_list)
     key_delete = commands.add_parser("admin-key-delete", help="delete an admin key")
     key_delete.add_argument("key_or_id", metavar="KEY_OR_ID", help="the key itself, or its id")
-    key_delete.add_argument("--data-dir", type=Path, required=True)
+    key_delete.add_argument("--data-dir", type=absolute_path, required=True)
     key_delete.set_defaults(handler=_admin_key_delete)
 
     admin = commands.add_parser("admin", help="call a node's admin API (like DSS's apinode-admin)")
@@ -202,8 +202,14 @@ def _serve(args: argparse.Namespace) -> int:
         for service in services.services.values():
             state = service.state
             serving = ", ".join(state.selected()) or "no generation"
-            print(f"  {service.id}: {'enabled' if state.enabled else 'disabled'}, {serving}")
-        if not AdminKeys(store.admin_keys).entries():
+            problem = service.describe()["problem"]
+            print(f"  {service.id}: {'enabled' if state.enabled else 'disabled'}, {serving}", end="")
+            print("" if problem is None else f"; FAILED: {problem}")
+        keys = AdminKeys(store.admin_keys)
+        problem = keys.problem()
+        if problem is not None:
+            print(f"the admin API refuses every call until its key file is repaired: {problem}")
+        elif not keys.entries():
             print(f"no admin key yet: make one with `apinode admin-key-create --data-dir {store.root}`")
         sys.stdout.flush()
 
@@ -286,6 +292,12 @@ def _envs(args: argparse.Namespace) -> int:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
+
+
+def absolute_path(text: str) -> Path:
+    """A path from the command line, made absolute once, here: pipelines and installers run in
+    other directories, where a relative path would name another place."""
+    return Path(text).expanduser().resolve()
 
 
 def _reachable(host: str) -> str:

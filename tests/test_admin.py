@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
+import os
 import threading
 import time
 import zipfile
@@ -217,6 +218,26 @@ def test_a_broken_bundle_changes_nothing(node, admin, bundles, data_dir, case, r
     assert generation_of(node, "safe") == "g1"
 
 
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_import_reads_only_a_regular_file(node, admin, bundles, kind):
+    """/dev/zero would be read forever, a FIFO would hang the import holding the service's lock."""
+    service_id = f"regular-{kind}"
+    deploy(admin, bundles, service_id, "g1")
+    path = "/dev/zero" if kind == "device" else str(bundles / "fifo.zip")
+    if kind == "fifo":
+        os.mkfifo(path)
+    response = requests.post(
+        f"{node.url}/admin/api/services/{service_id}/generations/actions/importFromArchive",
+        params={"filePath": path},
+        auth=(admin.api_key, ""),
+        timeout=10,
+    )
+    assert_error(response, 400, "BadRequest", f"{path}: not a regular file")
+    admin.service(service_id).import_generation_from_archive(str(make_bundle(bundles, service_id, "g2")))
+    admin.service(service_id).switch_to_newest()  # the service's lock was not kept
+    assert generation_of(node, service_id) == "g2"
+
+
 def test_switch_under_load_loses_no_request(node, admin, bundles):
     pool = {"floor": 4, "cruise": 4, "ceil": 4}
     deploy(admin, bundles, "busy", "g1", pool=pool)
@@ -402,6 +423,21 @@ def test_metrics_json_and_prometheus(node, admin, bundles):
     assert f"apinode_pipelines_busy{{{labels}}} 0.0" in text
     assert f"apinode_queue_depth{{{labels}}} 0.0" in text
     assert f"apinode_rejections_total{{{labels}}} 0.0" in text
+
+
+def test_prometheus_shows_private_services_only_to_an_admin(node, admin, bundles, key):
+    deploy(admin, bundles, "open-metrics", "g1")
+    deploy(admin, bundles, "secret-metrics", "g7", publicAccess=False, apiKeys=["k-secret"])
+    assert call(node, "secret-metrics", auth=("k-secret", "")).status_code == 200
+    anonymous = requests.get(f"{node.url}/metrics", timeout=10).text
+    assert 'service="open-metrics"' in anonymous
+    assert "secret-metrics" not in anonymous and "g7" not in anonymous
+    for wrong in (("k-secret", ""), ("nope", "")):  # a service's API key is not an admin key
+        assert "secret-metrics" not in requests.get(f"{node.url}/metrics", auth=wrong, timeout=10).text
+    operator = requests.get(f"{node.url}/metrics", auth=(key, ""), timeout=10).text
+    labels = 'endpoint="which",generation="g7",service="secret-metrics"'
+    assert f'apinode_requests_total{{{labels},status="200"}} 1.0' in operator
+    assert 'service="open-metrics"' in operator
 
 
 def test_query_log_lines(node, admin, bundles, data_dir):

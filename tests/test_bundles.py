@@ -4,8 +4,10 @@ import io
 import json
 import os
 import stat
+import tracemalloc
 import warnings
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +47,30 @@ def make_service(root, **endpoint):
     }
     (root / "service.json").write_text(json.dumps(definition))
     return root
+
+
+@pytest.mark.parametrize(
+    "endpoint, field",
+    [
+        (lambda out: {"code": "../../../../etc/hostname"}, "endpoints[0].code: '../../../../etc/hostname'"),
+        (lambda out: {"code": f"{out}/secret.py"}, "endpoints[0].code: '{out}/secret.py'"),
+        (lambda out: {"folders": [str(out)]}, "endpoints[0].folders[0]: '{out}'"),
+        (lambda out: {"folders": ["models", "../outside"]}, "endpoints[0].folders[1]: '../outside'"),
+        (lambda out: {"folders": ["escape"]}, "endpoints[0].folders[0]: 'escape'"),  # a link leading out
+        (lambda out: {"codeEnv": {"requirements": [], "wheelhouse": "../outside"}}, "endpoints[0].codeEnv.wheelhouse"),
+    ],
+)
+def test_a_service_directory_bundles_nothing_from_outside_it(tmp_path, endpoint, field):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("KEY = 'private'\n")
+    root = make_service(tmp_path / "service", **endpoint(outside))
+    (root / "escape").symlink_to(outside)
+    with pytest.raises(DefinitionError) as refused:
+        stage_directory(root)
+    message = str(refused.value)
+    assert message.startswith(f"{root / 'service.json'}: {field.format(out=outside)}"), message
+    assert f"outside the service directory {root}" in message
 
 
 def zip_of(entries, attrs=None):
@@ -271,3 +297,36 @@ def test_a_wheelhouse_below_a_file_is_refused(tmp_path):
     with pytest.raises(BundleError, match="folder 'a/w' refused: 'a' is a file, not a folder"):
         extract_bundle(zip_of([("service.json", json.dumps(service)), ("a", "")]), tmp_path / "g")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extraction_streams_entries_to_disk(tmp_path):
+    """A bundle of 64 MiB of zeros (64 KiB zipped) is extracted holding a chunk at a time."""
+    bundle = tmp_path / "zeros.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("service.json", SERVICE)
+        archive.writestr("e.py", "")
+        with archive.open("folders/zeros.bin", "w") as entry:
+            for _ in range(64):
+                entry.write(bytes(1 << 20))
+    assert bundle.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        extract_bundle(bundle, tmp_path / "g")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "g" / "folders" / "zeros.bin").stat().st_size == 64 << 20
+    assert peak < 8 << 20, f"{peak} bytes allocated at the peak"
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_only_a_regular_file_is_read_as_a_bundle(tmp_path, kind):
+    path = {"device": Path("/dev/zero"), "fifo": tmp_path / "fifo.zip", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it to read would wait for a writer
+    with pytest.raises(BundleError, match=f"^{path}: not a regular file"):
+        extract_bundle(path, tmp_path / "g")
+    small = tmp_path / "small.zip"
+    small.write_bytes(zip_of([("service.json", SERVICE), ("e.py", "")]))
+    with pytest.raises(BundleError, match=f"^{small}: [0-9]+ bytes, past the limit of 100 for a bundle"):
+        read_bundle(small, BundleLimits(10, 1000, 1000, max_archive_bytes=100))

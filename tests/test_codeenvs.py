@@ -15,13 +15,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import dataikuapi
 import pytest
 import requests
-from support import NodeProcess
+from support import NodeProcess, make_admin_key
 
 from apinode.cli import main
 from apinode.node.interpreters import codeenv_python
-from apinode.packaging.bundles import extract_bundle
+from apinode.packaging.bundles import extract_bundle, write_bundle
 from apinode.packaging.codeenvs import (
     MARKER,
     CodeEnvCache,
@@ -323,6 +324,41 @@ def test_pipelines_run_isolated_in_their_env_and_a_restart_builds_nothing(tmp_pa
     again = NodeProcess("run", str(source), env=env, ready_timeout=60)
     again.stop()
     assert "building for" not in again.output
+
+
+def test_relative_data_dir_and_cache_paths_serve_code_envs(tmp_path, uv_path, monkeypatch):
+    """Relative paths on the command line and in $APINODE_CODE_ENVS mean the current directory's."""
+    monkeypatch.chdir(tmp_path)
+    service_dir(tmp_path / "svc", [{"id": "env", "codeEnv": {"requirements": []}}])
+    env = {"APINODE_CODE_ENVS": "envs", "PATH": uv_path}
+    node = NodeProcess("run", "svc", env=env, ready_timeout=120)
+    try:
+        response = requests.post(f"{node.url}/public/api/v1/envs/env/run", json={}, timeout=30)
+    finally:
+        node.stop()
+    assert response.status_code == 200, response.text
+    (key,) = [path.name for path in (tmp_path / "envs").iterdir() if path.is_dir()]
+    assert response.json()["response"]["python"] == str(tmp_path / "envs" / key / "bin" / "python")
+
+    write_bundle(stage_directory(tmp_path / "svc"), tmp_path / "svc.zip", "g1")
+    admin_key = make_admin_key("data")
+    node = NodeProcess("serve", "--data-dir", "data", env=env, ready_timeout=60)
+    try:
+        admin = dataikuapi.APINodeAdminClient(node.url, admin_key)
+        admin.create_service("envs")
+        admin.service("envs").import_generation_from_archive(str(tmp_path / "svc.zip"))
+        admin.service("envs").switch_to_newest()
+        response = requests.post(f"{node.url}/public/api/v1/envs/env/run", json={}, timeout=30)
+    finally:
+        node.stop()
+    assert response.status_code == 200, response.text
+    assert response.json()["response"]["python"] == str(tmp_path / "data" / "code-envs" / key / "bin" / "python")
+    assert sorted(path.name for path in (tmp_path / "data" / "code-envs").iterdir()) == [key, f"{key}.lock"]
+
+
+def test_a_code_env_cache_path_must_be_absolute():
+    with pytest.raises(ValueError, match="absolute path"):
+        CodeEnvCache(Path("envs"))
 
 
 def test_run_exits_with_the_error_of_an_env_that_cannot_be_built(tmp_path, uv_path):

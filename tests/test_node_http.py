@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 
 import dataikuapi
 import pytest
@@ -140,6 +141,33 @@ def test_500_function_raised_without_traceback(node):
     )
     assert "line" not in body["detailedMessage"]
     node.wait_for_output("raise ValueError(message)")  # the author finds the traceback in the log
+
+
+def test_a_function_failure_is_logged_at_error_with_the_endpoint_name(node):
+    post(node, "raises", {"message": "logged at error"})
+    node.wait_for_output("ValueError: logged at error")
+    lines = node.output.splitlines()
+    start = next(index for index, line in enumerate(lines) if "logged at error" in line or "raised:" in line)
+    assert re.search(r" ERROR apinode\.pipeline: \[testsvc/raises pid \d+\] the function raised:$", lines[start])
+    report = lines[start : lines.index("ValueError: logged at error", start) + 1]
+    assert report[1] == "Traceback (most recent call last):" and "raise ValueError(message)" in "\n".join(report)
+    assert not [line for line in lines if " INFO " in line and ("Traceback" in line or "ValueError" in line)]
+
+
+@pytest.mark.parametrize(
+    "call, kind",
+    [
+        (lambda client: client.predict_record("add", {"a": 1}), "prediction"),
+        (lambda client: client.predict_records("add", [{"features": {"a": 1}}]), "prediction"),
+        (lambda client: client.lookup_record("add", {"a": 1}), "dataset lookup"),
+    ],
+)
+def test_other_kinds_of_endpoint_say_to_call_run_function(node, call, kind):
+    with pytest.raises(DataikuException) as refused:
+        call(dataikuapi.APINodeClient(node.url, "testsvc"))
+    message = str(refused.value)
+    assert message.startswith(f"NotFound: {kind} endpoints do not exist on this node"), message
+    assert "run_function('add', **params)" in message and "/public/api/v1/testsvc/add/run" in message
 
 
 def test_500_result_not_serializable_names_the_type(node):

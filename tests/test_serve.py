@@ -105,3 +105,67 @@ def test_a_service_that_cannot_load_at_start_says_why(tmp_path):
         assert run_generation(node, "fragile")[0] == 200
         with pytest.raises(DataikuException, match="Unauthorized"):
             dataikuapi.APINodeAdminClient(node.url, "").list_services()
+
+
+def test_a_damaged_data_directory_quarantines_what_it_must_and_serves_the_rest(tmp_path):
+    data_dir = tmp_path / "data"
+    key = make_admin_key(data_dir)
+    damage = {
+        "empty": "",
+        "truncated": '{"enabled": true, "act',
+        "active-5": '{"enabled": true, "active": 5, "imported": {"g1": 1.0}, "mapping": null}',
+        "unknown-active": '{"enabled": true, "active": "g9", "imported": {"g1": 1.0}}',
+        "bad-mapping": '{"enabled": true, "active": null, "imported": {"g1": 1.0}, "mapping": {"entries": 3}}',
+        "bad-imported": '{"enabled": true, "active": null, "imported": {"g1": "yesterday"}}',
+        "not-an-object": "[]",
+    }
+    with serving(data_dir, key) as (_, admin):
+        for service_id in ("good", "bad-definition", *damage):
+            admin.create_service(service_id)
+            admin.service(service_id).import_generation_from_archive(str(make_bundle(tmp_path, service_id, "g1")))
+            admin.service(service_id).switch_to_newest()
+    services = data_dir / "services"
+    for service_id, text in damage.items():
+        (services / service_id / "service-state.json").write_text(text)
+    (services / "bad-definition" / "generations" / "g1" / "service.json").write_text('{"id": "bad-definition"')
+    keys_file = data_dir / "config" / "admin-keys.json"
+    keys = keys_file.read_text()
+    keys_file.write_text('{"keys": [{"id": 1}]}')
+
+    node = NodeProcess("serve", "--data-dir", str(data_dir))
+    try:
+        assert run_generation(node, "good")[1]["response"]["generation"] == "g1"
+        for service_id in ("bad-definition", *damage):
+            status, body = run_generation(node, service_id)
+            assert status == 500 and body["errorType"] == "EndpointLoadFailed", (service_id, body)
+            if service_id in damage:  # callers learn that it is down, not the data directory's files
+                assert "out of service" in body["message"] and str(data_dir) not in body["message"]
+        for service_id in damage:
+            assert f"ERROR apinode.registry: service {service_id} quarantined: {services / service_id}" in node.output
+        assert "the admin API refuses every call until its key file is repaired" in node.output
+        refused = requests.get(f"{node.url}/admin/api/services", auth=(key, ""), timeout=10)
+        assert refused.status_code == 503 and refused.json()["errorType"] == "AdminUnavailable"
+        assert "good" in requests.get(f"{node.url}/metrics", timeout=10).text  # public series still served
+
+        keys_file.write_text(keys)  # repaired while the node runs: read again at once
+        admin = dataikuapi.APINodeAdminClient(node.url, key)
+        problems = {service["id"]: service["problem"] for service in admin.list_services()}
+        assert problems.pop("good") is None
+        assert "bad-definition" in problems.pop("bad-definition") and "not valid JSON" in problems["empty"]
+        expected = {
+            "active-5": "active: expected null or one of the imported generations, got 5",
+            "unknown-active": "active: expected null or one of the imported generations, got 'g9'",
+            "bad-mapping": "mapping: expected",
+            "bad-imported": "imported: expected",
+            "not-an-object": "expected an object with fields",
+        }
+        for service_id, problem in problems.items():
+            assert problem.startswith(f"{services / service_id / 'service-state.json'}: "), problem
+            assert expected.get(service_id, "") in problem and "repair or remove the file" in problem
+        with pytest.raises(DataikuException, match="Conflict.*quarantined"):
+            admin.service("active-5").switch_to_newest()
+        admin.service("active-5").delete()
+        assert not (services / "active-5").exists()
+        assert "active-5" not in [service["id"] for service in admin.list_services()]
+    finally:
+        assert node.stop() == 0

@@ -15,14 +15,16 @@ from typing import Any
 import orjson
 import tornado.web
 
-from .errors import BadRequest, NotFound, Unauthorized
+from ..packaging.bundles import DEFAULT_LIMITS
+from .errors import AdminUnavailable, BadRequest, NotFound, Unauthorized
 from .handlers import JsonHandler
+from .jsonfile import DataDirError
 from .keys import AdminKeys
 from .metrics import metrics_json
 from .service_manager import ServiceManager
 from .services import basic_auth_user
 
-MAX_BUNDLE_BYTES = 1 << 30  # the largest bundle the upload route accepts
+MAX_BUNDLE_BYTES = DEFAULT_LIMITS.max_archive_bytes  # the largest bundle the upload route accepts
 
 
 class AdminHandler(JsonHandler):
@@ -33,7 +35,14 @@ class AdminHandler(JsonHandler):
         self.keys = keys
 
     def prepare(self) -> None:
-        if not self.keys.check(basic_auth_user(self.request.headers.get("Authorization"))):
+        try:
+            valid = self.keys.check(basic_auth_user(self.request.headers.get("Authorization")))
+        except DataDirError:
+            raise AdminUnavailable(
+                "the admin API is unavailable: the node's admin key file is damaged; the operator must "
+                "repair or remove it (the node's log names it), then make a key with `apinode admin-key-create`"
+            ) from None
+        if not valid:
             raise Unauthorized(
                 "the admin API needs a valid admin key, sent as the HTTP Basic user name with an empty "
                 "password; make one on the node's machine with `apinode admin-key-create --data-dir DIR`"

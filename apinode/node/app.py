@@ -20,7 +20,7 @@ import tornado.web
 from ..packaging.codeenvs import CodeEnvCache
 from .admin_check import check_route
 from .admin_handlers import admin_routes
-from .handlers import IsAliveHandler, NotFoundHandler, PrometheusHandler
+from .handlers import IsAliveHandler, NotFoundHandler, OtherEndpointKindHandler, PrometheusHandler
 from .keys import AdminKeys
 from .metrics import PrometheusMetrics
 from .querylog import QueryLog
@@ -40,7 +40,8 @@ def make_router(
     app = tornado.web.Application(
         [
             (r"/isAlive", IsAliveHandler),
-            (r"/metrics", PrometheusHandler, {"metrics": PrometheusMetrics(services)}),
+            (OtherEndpointKindHandler.PATH, OtherEndpointKindHandler),
+            (r"/metrics", PrometheusHandler, {"metrics": PrometheusMetrics(services), "keys": keys}),
             check_route(services, keys),  # before admin_routes, whose catch-all comes last
             *admin_routes(services, keys),
         ],
@@ -72,12 +73,16 @@ async def serve(
     with store.locked(), _stop_signals() as stop:
         query_log = QueryLog(store.query_logs)
         services = ServiceManager(store, code_envs, on_delete=query_log.forget)
+        keys = AdminKeys(store.admin_keys)
         server = tornado.httpserver.HTTPServer(
-            make_router(services, AdminKeys(store.admin_keys), query_log, max_body_bytes), max_body_size=max_body_bytes
+            make_router(services, keys, query_log, max_body_bytes), max_body_size=max_body_bytes
         )
         try:
             query_log.start()
             await services.restore()
+            keys_problem = keys.problem()
+            if keys_problem is not None:
+                log.error("the admin API refuses every call until the key file is repaired: %s", keys_problem)
             sockets = tornado.netutil.bind_sockets(port, host)
             server.add_sockets(sockets)
             on_listening(sockets[0].getsockname()[1], services)

@@ -59,6 +59,13 @@ class BodyTooLarge(ApiError):
     status, error_type = 413, "BodyTooLarge"
 
 
+class AdminUnavailable(ApiError):
+    """The admin keys cannot be read: no admin call can be authorized until the operator repairs
+    the file (the node serves its services meanwhile)."""
+
+    status, error_type = 503, "AdminUnavailable"
+
+
 class EndpointUnavailable(ApiError):
     """The request was not run; retrying later may succeed."""
 

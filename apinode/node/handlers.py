@@ -17,7 +17,9 @@ from tornado.http1connection import HTTP1Connection
 
 from ..runtime.errors import error_body
 from .errors import ApiError, BodyTooLarge, NotFound
+from .keys import AdminKeys
 from .metrics import PrometheusMetrics
+from .services import basic_auth_user
 
 log = logging.getLogger("apinode.http")
 
@@ -86,17 +88,49 @@ class NotFoundHandler(JsonHandler):
         raise NotFound(f"no such URL: {self.request.path}")
 
 
+class OtherEndpointKindHandler(JsonHandler):
+    """The URLs dataikuapi's APINodeClient calls for the kinds of endpoint a DSS API node has
+    and this one does not (`predict_record` posts to `.../<endpoint>/predict`): a 404 that says
+    so, and what to call instead, rather than "no such URL"."""
+
+    KINDS = {
+        "predict": "prediction",
+        "predict-multi": "prediction",
+        "predict-effect": "prediction",
+        "predict-effect-multi": "prediction",
+        "forecast": "forecasting",
+        "query": "SQL query",
+        "lookup": "dataset lookup",
+        "lookup-multi": "dataset lookup",
+    }
+    PATH = rf"/public/api/v1/([^/]+)/([^/]+)/({'|'.join(KINDS)})"
+
+    def prepare(self) -> None:
+        service, endpoint, action = self.path_args
+        raise NotFound(
+            f"{self.KINDS[action]} endpoints do not exist on this node ({action} of {service}/{endpoint}): "
+            "it serves python-function endpoints only; call one with run_function "
+            f"(APINodeClient(url, {service!r}).run_function({endpoint!r}, **params), "
+            f"that is POST /public/api/v1/{service}/{endpoint}/run with the parameters as a JSON object)"
+        )
+
+
 class IsAliveHandler(JsonHandler):
     def get(self) -> None:
         self.write_json({"alive": True})
 
 
 class PrometheusHandler(JsonHandler):
-    """GET /metrics: the node's metrics in Prometheus' text format (no key: scrapers rarely have one)."""
+    """GET /metrics: the node's metrics in Prometheus' text format. No key is needed (scrapers
+    rarely have one) for public services' series; private services' need an admin key, sent
+    like the admin API's (Prometheus' `basic_auth` with the key as user name)."""
 
-    def initialize(self, metrics: PrometheusMetrics) -> None:
+    def initialize(self, metrics: PrometheusMetrics, keys: AdminKeys) -> None:
         self.metrics = metrics
+        self.keys = keys
 
     def get(self) -> None:
+        authorization = basic_auth_user(self.request.headers.get("Authorization"))
+        admin = self.keys.problem() is None and self.keys.check(authorization)  # damaged keys: nobody
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(self.metrics.text())
+        self.finish(self.metrics.text(include_private=admin))

@@ -52,13 +52,14 @@ def codeenv_python(
 
 
 def run_cache() -> CodeEnvCache:
-    """The cache `apinode run` uses: it outlives each run, so a second run builds nothing."""
+    """The cache `apinode run` uses: it outlives each run, so a second run builds nothing.
+    A relative `$APINODE_CODE_ENVS` is taken from the current directory, once, here."""
     root = os.environ.get("APINODE_CODE_ENVS")
-    return CodeEnvCache(Path(root) if root else Path.home() / ".cache" / "apinode" / "code-envs")
+    return CodeEnvCache(Path(root).expanduser().resolve() if root else Path.home() / ".cache" / "apinode" / "code-envs")
 
 
 def data_dir_cache(data_dir: Path) -> CodeEnvCache:
-    """The cache of the node serving `data_dir`."""
+    """The cache of the node serving `data_dir` (an absolute path, as the command line gives it)."""
     return CodeEnvCache(data_dir / "code-envs")
 
 

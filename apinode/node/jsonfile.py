@@ -1,7 +1,11 @@
 """Small JSON files of the data directory, written so that a crash never leaves half a file.
 
 A write goes to a temporary file in the same directory, is flushed to disk, then renamed over
-the target (`os.replace` is atomic on POSIX): a reader sees the old content or the new one.
+the target (`os.replace` is atomic on POSIX): a reader sees the old content or the new one. The
+directory is flushed after the rename, so that the new name survives a power cut too.
+
+Reading is the other half: whatever is on disk may be damaged (a full disk, a hand edit), so a
+file that cannot be read or decoded is a DataDirError naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ def read_json(path: Path, default: Any = None) -> Any:
         data = path.read_bytes()
     except FileNotFoundError:
         return default
+    except OSError as error:
+        raise DataDirError(f"{path}: cannot read it ({error.strerror}); repair or remove it") from None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as error:
@@ -48,3 +54,13 @@ def write_json(path: Path, value: Any) -> None:
     except BaseException:
         os.unlink(temp)
         raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush a directory's entries to disk: what makes a rename into it durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

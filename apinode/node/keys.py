@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,27 @@ def _parse_expiry(value: object) -> datetime.datetime | None:
         else:
             return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
     raise BadRequest(f'expiry: expected null or an ISO 8601 date-time such as "2030-01-31T00:00:00Z", got {value!r}')
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _record_problem(record: object) -> str | None:
+    """What is wrong with a stored key record, if anything."""
+    if not isinstance(record, dict) or set(record) != {*_PUBLIC_FIELDS, "hash"}:
+        return f"expected an object with fields {', '.join(sorted({*_PUBLIC_FIELDS, 'hash'}))}"
+    if not isinstance(record["id"], str) or not isinstance(record["createdOn"], str):
+        return "id and createdOn: expected strings"
+    if not isinstance(record["hash"], str) or not _DIGEST.fullmatch(record["hash"]):
+        return "hash: expected a SHA-256 digest in hex"
+    if any(record[field] is not None and not isinstance(record[field], str) for field in _PUBLIC_FIELDS):
+        return "label, description, createdBy and expiry: expected strings or null"
+    if record["expiry"] is not None:
+        try:
+            _parse_expiry(record["expiry"])
+        except BadRequest as error:
+            return error.message
+    return None
 
 
 class AdminKeys:
@@ -105,9 +127,17 @@ class AdminKeys:
         valid = False
         for record in self._current():
             matches = hmac.compare_digest(record["hash"], digest)
-            expiry = record["expiry"]
-            valid |= matches and (expiry is None or datetime.datetime.fromisoformat(expiry) > now)
+            expiry = _parse_expiry(record["expiry"])
+            valid |= matches and (expiry is None or expiry > now)
         return valid
+
+    def problem(self) -> str | None:
+        """Why the key file cannot be used (then every admin call is refused), or None."""
+        try:
+            self._current()
+        except DataDirError as error:
+            return str(error)
+        return None
 
     @staticmethod
     def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -126,10 +156,15 @@ class AdminKeys:
         return self._records
 
     def _read(self) -> list[dict[str, Any]]:
+        """The records on disk, each checked: a damaged file is a DataDirError naming it."""
         content = read_json(self.path, {"keys": []})
         if not isinstance(content, dict) or not isinstance(content.get("keys"), list):
             raise DataDirError(f'{self.path}: expected {{"keys": [...]}}; repair or remove the file')
         keys: list[dict[str, Any]] = content["keys"]
+        for index, record in enumerate(keys):
+            problem = _record_problem(record)
+            if problem:
+                raise DataDirError(f"{self.path}: keys[{index}]: {problem}; repair or remove the file")
         return keys
 
     @contextlib.contextmanager

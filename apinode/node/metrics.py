@@ -27,11 +27,15 @@ from .stats import LATENCY_BOUNDS, EndpointStats
 _QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 
-def _endpoints(services: ServiceManager) -> Iterator[tuple[Service, LoadedGeneration, Endpoint]]:
+def _endpoints(
+    services: ServiceManager, include_private: bool = True
+) -> Iterator[tuple[Service, LoadedGeneration, Endpoint]]:
+    """Every loaded endpoint; without `include_private`, only those of public generations."""
     for service in list(services.services.values()):
         for generation in service.loaded.values():
-            for endpoint in generation.endpoints.values():
-                yield service, generation, endpoint
+            if include_private or generation.definition.public_access:
+                for endpoint in generation.endpoints.values():
+                    yield service, generation, endpoint
 
 
 def metrics_json(services: ServiceManager) -> dict[str, Any]:
@@ -65,10 +69,12 @@ def _ms(seconds: float) -> float:
 
 
 class _NodeCollector(Collector):
-    """Prometheus metric families built from the registry's live state at each scrape."""
+    """Prometheus metric families built from the registry's live state at each scrape;
+    private services' series only when `include_private`."""
 
-    def __init__(self, services: ServiceManager) -> None:
+    def __init__(self, services: ServiceManager, include_private: bool) -> None:
         self.services = services
+        self.include_private = include_private
 
     def collect(self) -> Iterator[Any]:
         labels = ["service", "generation", "endpoint"]
@@ -84,7 +90,7 @@ class _NodeCollector(Collector):
         rejected = CounterMetricFamily(
             "apinode_rejections", "Requests refused with 503: queue full or queue timeout.", labels=labels
         )
-        for service, generation, endpoint in _endpoints(self.services):
+        for service, generation, endpoint in _endpoints(self.services, self.include_private):
             values = [service.id, generation.id, endpoint.definition.id]
             stats, pool = endpoint.stats, endpoint.pool
             for status, count in stats.by_status.items():
@@ -106,11 +112,21 @@ def _buckets(stats: EndpointStats) -> list[tuple[str, float]]:
 
 
 class PrometheusMetrics:
-    """The text a Prometheus scrape of GET /metrics gets."""
+    """The text a Prometheus scrape of GET /metrics gets.
+
+    A private service's ids, generations and traffic are its owner's business: they are in the
+    text only for a scraper that sends an admin key (`include_private`)."""
 
     def __init__(self, services: ServiceManager) -> None:
-        self._collectors = CollectorRegistry(auto_describe=False)
-        self._collectors.register(_NodeCollector(services))
+        self._scrapes = {
+            include_private: _registry(_NodeCollector(services, include_private)) for include_private in (False, True)
+        }
 
-    def text(self) -> bytes:
-        return generate_latest(self._collectors)
+    def text(self, include_private: bool) -> bytes:
+        return generate_latest(self._scrapes[include_private])
+
+
+def _registry(collector: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry

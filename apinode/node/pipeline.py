@@ -2,7 +2,9 @@
 
 The process is `<python> -s <apinode/runtime> --fd N --endpoint SERVICE/ENDPOINT`, talking over its own socket
 (apinode.runtime.framing). Its stdout and stderr, where user code prints, are relayed line by
-line to the node's log. A pipeline knows nothing of HTTP, and the pool knows nothing of processes.
+line to the node's log at INFO, but for the runtime's error reports (tracebacks), logged at ERROR
+under the endpoint's name (apinode.runtime.errors). A pipeline knows nothing of HTTP, and the
+pool knows nothing of processes.
 
 Concurrency model: all methods run on the node's event loop. `call` must not be entered twice at
 once (the pool guarantees it). The process's exit is watched by a task; `on_exit` fires once.
@@ -23,6 +25,7 @@ from pathlib import Path
 import orjson
 
 from ..runtime import framing
+from ..runtime.errors import read_error_report
 from .errors import EndpointLoadFailed, PipelineDied
 
 RUNTIME_DIR = Path(framing.__file__).resolve().parent
@@ -229,8 +232,13 @@ class ProcessPipeline:
 
     def _log_output(self, prefix: str, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
-        self._recent_output.append(text + "\n")
-        log.info("%s%s", prefix, text)
+        report = read_error_report(text)
+        if report is not None:
+            self._recent_output.append(report)
+            log.error("%s%s", prefix, report.rstrip("\n"))
+        else:
+            self._recent_output.append(text + "\n")
+            log.info("%s%s", prefix, text)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Close the channel (the worker exits at its next read), then terminate, then kill."""

@@ -7,7 +7,9 @@ requests go to the new generations; the generations it leaves out are closed las
 their queued and running requests finish (Pool.close drains) before their pipelines stop. A
 generation that does not load refuses the switch: what was started for it is stopped, and the
 old routing serves on. At start-up the same path is tolerant instead: an endpoint whose code
-does not load is marked failed and the others serve (what `apinode run` has always done).
+does not load is marked failed and the others serve (what `apinode run` has always done), and a
+service whose files cannot be used is logged and quarantined (served by nobody, shown failed in
+the admin API, deletable) while the others serve.
 
 Concurrency: everything runs on the event loop. The admin changes to one service are
 serialized by its lock, held across the awaits of loading and draining; requests take no lock,
@@ -27,8 +29,9 @@ from pathlib import Path
 
 from ..packaging.codeenvs import CodeEnvCache, CodeEnvError
 from ..packaging.definitions import DefinitionError, ServiceDef, load_service_file
-from .errors import ApiError, BadRequest, EndpointLoadFailed, NotFound, listing
+from .errors import ApiError, BadRequest, Conflict, EndpointLoadFailed, NotFound, listing
 from .interpreters import Interpreter, Interpreters, codeenv_python
+from .jsonfile import DataDirError
 from .services import LoadedGeneration, Service
 from .store import DataDir, ServiceState
 from .traffic import GenerationMapping
@@ -63,13 +66,17 @@ class ServiceManager:
         """Serve what the data directory says, as it was when the node last stopped."""
         self.store.prepare()
         for service_id in self.store.service_ids():
-            self.services[service_id] = Service(service_id, self.store.read_state(service_id))
-        await asyncio.gather(*(self._restore(service) for service in self.services.values()))
+            try:
+                self.services[service_id] = Service(service_id, self.store.read_state(service_id))
+            except DataDirError as error:
+                log.error("service %s quarantined: %s", service_id, error)
+                self.services[service_id] = Service.quarantined(service_id, str(error))
+        await asyncio.gather(*(self._restore(service) for service in self.services.values() if service.damaged is None))
 
     async def _restore(self, service: Service) -> None:
         try:
             await self._apply(service, service.state, strict=False)
-        except (ApiError, DefinitionError, OSError) as error:
+        except (ApiError, DefinitionError, DataDirError, OSError) as error:
             log.error(
                 "service %s: cannot serve generation(s) %s: %s", service.id, ", ".join(service.state.selected()), error
             )
@@ -102,7 +109,7 @@ class ServiceManager:
         return service
 
     async def delete(self, service_id: str) -> None:
-        async with self._changing(service_id) as service:
+        async with self._changing(service_id, quarantined_too=True) as service:
             del self.services[service_id]  # requests get 404 from now on
             await self._apply(service, replace(service.state, enabled=False))  # drains, then stops
             await asyncio.to_thread(self.store.delete_service, service_id)
@@ -178,9 +185,15 @@ class ServiceManager:
 
     # -- the mechanics ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def _changing(self, service_id: str) -> AsyncIterator[Service]:
-        """The service, locked against other changes (and still there once the lock is held)."""
+    async def _changing(self, service_id: str, quarantined_too: bool = False) -> AsyncIterator[Service]:
+        """The service, locked against other changes (and still there once the lock is held);
+        a quarantined one only when `quarantined_too` (its deletion)."""
         service = self.admin_get(service_id)
+        if service.damaged is not None and not quarantined_too:
+            raise Conflict(
+                f"service {service_id!r} is quarantined: {service.damaged}; repair the file and restart "
+                "the node, or delete the service"
+            )
         async with service.lock:
             if self.services.get(service_id) is not service:
                 raise NotFound(f"service {service_id!r} was deleted meanwhile")

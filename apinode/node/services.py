@@ -123,6 +123,19 @@ class Service:
         self.traffic = TrafficSplit(service_id, {})
         self.lock = asyncio.Lock()
         self.problem: ApiError | None = None  # why it serves nothing, when loading failed at start-up
+        self.damaged: str | None = None  # why its state file could not be read: it is quarantined
+
+    @classmethod
+    def quarantined(cls, service_id: str, why: str) -> Service:
+        """A service whose state on disk could not be read: it serves nothing and takes no
+        change but deletion until the operator repairs the file and restarts the node."""
+        service = cls(service_id, ServiceState())
+        service.damaged = why
+        service.problem = EndpointLoadFailed(
+            f"service {service_id!r} is out of service: its state on this node is damaged "
+            "(the node's log and the admin API say how)"
+        )
+        return service
 
     def serve(self, loaded: dict[str, LoadedGeneration]) -> None:
         """Route requests over `loaded` as the state selects (every selected generation is in it)."""
@@ -161,6 +174,7 @@ class Service:
             "mapping": None if state.mapping is None else state.mapping.to_json(),
             "loadedGenerations": sorted(self.loaded),
             "generations": self.generation_details(),
+            "problem": self.damaged or (None if self.problem is None else self.problem.message),
         }
 
     def generation_details(self) -> list[dict[str, Any]]:

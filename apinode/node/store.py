@@ -33,7 +33,7 @@ from typing import Any
 from ..packaging.bundles import BundleError, extract_bundle
 from ..packaging.definitions import ID_PATTERN, DefinitionError, EndpointDef, PoolSettings, ServiceDef
 from .errors import BadRequest, Conflict
-from .jsonfile import DataDirError, read_json, write_json
+from .jsonfile import DataDirError, fsync_directory, read_json, write_json
 from .traffic import GenerationMapping
 
 STATE_FILE = "service-state.json"
@@ -66,14 +66,36 @@ class ServiceState:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ServiceState:
+    def from_json(cls, obj: object) -> ServiceState:
+        """The state a file holds; ValueError saying which field is wrong and what was expected."""
+        if not isinstance(obj, dict) or not {"enabled", "active", "imported"} <= obj.keys() <= _STATE_FIELDS:
+            raise ValueError(f"expected an object with fields {', '.join(sorted(_STATE_FIELDS))}")
+        enabled, active, imported = obj["enabled"], obj["active"], obj["imported"]
+        if not isinstance(enabled, bool):
+            raise ValueError(f"enabled: expected true or false, got {enabled!r}")
+        if not isinstance(imported, dict) or not all(
+            isinstance(generation, str) and ID_PATTERN.fullmatch(generation) and _is_time(at)
+            for generation, at in imported.items()
+        ):
+            raise ValueError("imported: expected an object mapping each generation id to its import time (a number)")
+        if active is not None and active not in imported:
+            raise ValueError(f"active: expected null or one of the imported generations, got {active!r}")
         mapping = obj.get("mapping")
-        return cls(
-            enabled=obj["enabled"],
-            active=obj["active"],
-            imported=obj["imported"],
-            mapping=None if mapping is None else GenerationMapping.from_json(mapping),
-        )
+        try:
+            parsed = None if mapping is None else GenerationMapping.from_json(mapping)
+        except BadRequest as error:
+            raise ValueError(error.message) from None
+        missing = [generation for generation in parsed.generations if generation not in imported] if parsed else []
+        if missing:
+            raise ValueError(f"mapping: generation {missing[0]!r} is not among the imported ones")
+        return cls(enabled=enabled, active=active, imported=imported, mapping=parsed)
+
+
+_STATE_FIELDS = frozenset({"enabled", "active", "mapping", "imported"})
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class DataDir:
@@ -124,8 +146,8 @@ class DataDir:
         path = self.services / service_id / STATE_FILE
         try:
             return ServiceState.from_json(read_json(path))
-        except (AttributeError, KeyError, TypeError, BadRequest) as error:
-            raise DataDirError(f"{path}: not a service state ({error}); repair or remove the file") from None
+        except ValueError as error:
+            raise DataDirError(f"{path}: not a service state: {error}; repair or remove the file") from None
 
     def write_state(self, service_id: str, state: ServiceState) -> None:
         write_json(self.services / service_id / STATE_FILE, state.to_json())
@@ -162,6 +184,7 @@ class DataDir:
             shutil.rmtree(target, ignore_errors=True)  # left by an import interrupted before its state
             target.parent.mkdir(parents=True, exist_ok=True)
             (staging / "generation").rename(target)
+            fsync_directory(target.parent)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return definition

@@ -2,12 +2,15 @@
 
 Building: the same staged service gives the same bytes (sorted entries, fixed dates and
 modes, no extra fields), and the default generation id is derived from the content.
-Reading: every entry is checked (names, links, sizes, duplicates) before any byte is returned
-or written, and sizes are enforced on the decompressed data too, so a zip bomb stops early.
+Reading: the bundle file must be a regular file of bounded size; every entry is checked (names,
+links, declared sizes, duplicates) before any byte is returned or written, and sizes are
+enforced on the decompressed data too, as it streams, so a zip bomb stops early and an
+extraction holds one chunk in memory at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -17,7 +20,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -45,8 +48,9 @@ class BundleLimits:
     """The most a bundle may hold; past it, reading refuses the bundle."""
 
     max_entries: int
-    max_file_bytes: int
-    max_total_bytes: int
+    max_file_bytes: int  # decompressed, per entry
+    max_total_bytes: int  # decompressed, all entries
+    max_archive_bytes: int = 1 << 30  # the bundle file itself, as stored or uploaded
 
 
 DEFAULT_LIMITS = BundleLimits(max_entries=10_000, max_file_bytes=1 << 30, max_total_bytes=2 << 30)
@@ -137,20 +141,64 @@ def _chunks(content: bytes | Path) -> Iterator[bytes]:
 def read_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> dict[str, bytes]:
     """All files of a bundle by name, after checking every entry against the rules."""
     label = _label(source)
+    with _open_archive(source, limits) as archive:
+        files = _checked_files(archive.infolist(), label, limits)
+        budget = _Budget(limits)
+        return {info.filename: _entry_bytes(archive, info, label, budget) for info in files}
+
+
+@contextlib.contextmanager
+def _open_archive(source: Path | bytes, limits: BundleLimits) -> Iterator[zipfile.ZipFile]:
+    """The zip of a bundle in memory or in a file."""
+    label = _label(source)
+    file = io.BytesIO(source) if isinstance(source, bytes) else _open_regular_file(source, label, limits)
+    with file:
+        try:
+            archive = zipfile.ZipFile(file)
+        except zipfile.BadZipFile:
+            raise BundleError(f"{label}: not a bundle (zip) file") from None
+        except OSError as error:
+            raise BundleError(f"{label}: cannot read: {error.strerror}") from error
+        with archive:
+            yield archive
+
+
+def _open_regular_file(path: Path, label: str, limits: BundleLimits) -> BinaryIO:
+    """A bundle file, opened once it is known to be a regular file within the size limit: a
+    device such as /dev/zero would be read forever, a FIFO would block the opening. Checked again
+    once open, in case the path was replaced meanwhile (the opening itself never blocks)."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except zipfile.BadZipFile:
-        raise BundleError(f"{label}: not a bundle (zip) file") from None
+        _check_archive_file(os.stat(path), label, limits)
+        file = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb")
     except OSError as error:
         raise BundleError(f"{label}: cannot read: {error.strerror}") from error
-    with archive:
-        files = _checked_files(archive.infolist(), label, limits)
-        contents: dict[str, bytes] = {}
-        budget = limits.max_total_bytes
-        for info in files:
-            contents[info.filename] = _read_entry(archive, info, label, min(limits.max_file_bytes, budget))
-            budget -= len(contents[info.filename])
-    return contents
+    try:
+        _check_archive_file(os.fstat(file.fileno()), label, limits)
+    except BundleError:
+        file.close()
+        raise
+    return file
+
+
+def _check_archive_file(info: os.stat_result, label: str, limits: BundleLimits) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{label}: not a regular file; a bundle is a .zip file, as `apinode build` writes it")
+    if info.st_size > limits.max_archive_bytes:
+        raise BundleError(f"{label}: {info.st_size} bytes, past the limit of {limits.max_archive_bytes} for a bundle")
+
+
+class _Budget:
+    """How many decompressed bytes the entries still read may take, file by file and in all."""
+
+    def __init__(self, limits: BundleLimits) -> None:
+        self.per_file = limits.max_file_bytes
+        self.left = limits.max_total_bytes
+
+    def allowed(self) -> int:
+        return min(self.per_file, self.left)
+
+    def spend(self, size: int) -> None:
+        self.left -= size
 
 
 def _label(source: Path | bytes) -> str:
@@ -217,37 +265,53 @@ def _checked_files(infos: list[zipfile.ZipInfo], label: str, limits: BundleLimit
     return files
 
 
-def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, allowed: int) -> bytes:
-    """An entry's bytes, reading no more than `allowed` whatever its header declares."""
+def _copy_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, label: str, budget: _Budget) -> int:
+    """Write an entry's bytes to `out` a chunk at a time, never past the budget whatever its
+    header declares (zipfile trusts headers to stop); the size written."""
+    allowed = budget.allowed()
+    size = 0
     try:
         with archive.open(info) as entry:
-            data = entry.read(allowed + 1)
+            while chunk := entry.read(min(_CHUNK, allowed - size + 1)):
+                size += len(chunk)
+                if size > allowed:
+                    raise BundleError(f"{label}: entry {info.filename!r} refused: decompresses past the size limit")
+                out.write(chunk)
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as error:
         raise BundleError(f"{label}: entry {info.filename!r} refused: corrupt ({error})") from None
-    if len(data) > allowed:  # whatever the headers said (zipfile trusts them to stop)
-        raise BundleError(f"{label}: entry {info.filename!r} refused: decompresses past the size limit")
-    return data
+    budget.spend(size)
+    return size
 
 
-def _open(source: Path | bytes, limits: BundleLimits) -> tuple[ServiceDef, dict[str, bytes]]:
-    """A bundle's definition (its generation set) and other files, checked to fit together."""
-    label = _label(source)
-    files = read_bundle(source, limits)
+def _entry_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, budget: _Budget) -> bytes:
+    buffer = io.BytesIO()
+    _copy_entry(archive, info, buffer, label, budget)
+    return buffer.getvalue()
+
+
+def _definition(service_json: bytes, names: Collection[str], label: str) -> ServiceDef:
+    """A bundle's definition, checked against the names of its other files."""
     where = f"{label}: {SERVICE_JSON}"
-    definition = parse_service(parse_json(files.pop(SERVICE_JSON), where), where)
+    definition = parse_service(parse_json(service_json, where), where)
     for endpoint in definition.endpoints:
-        if endpoint.code not in files:
+        if endpoint.code not in names:
             raise BundleError(f"{label}: endpoint {endpoint.id}: code file {endpoint.code!r} is not in the bundle")
         for folder in _endpoint_folders(endpoint):
-            problem = _name_problem(folder) or _folder_problem(folder, files)
+            problem = _name_problem(folder) or _folder_problem(folder, names)
             if problem:
                 raise BundleError(f"{label}: endpoint {endpoint.id}: folder {folder!r} refused: {problem}")
-    if definition.generation is None:  # a zip not made by `apinode build`
-        definition = replace(definition, generation=content_generation(StagedService(definition, files)))
-    return definition, files
+    return definition
 
 
-def _folder_problem(folder: str, files: Mapping[str, bytes]) -> str | None:
+def _with_generation(definition: ServiceDef, files: Mapping[str, bytes | Path]) -> ServiceDef:
+    """The definition with its generation set: derived from the content for a zip not made by
+    `apinode build`."""
+    if definition.generation is not None:
+        return definition
+    return replace(definition, generation=content_generation(StagedService(definition, files)))
+
+
+def _folder_problem(folder: str, files: Collection[str]) -> str | None:
     """Why a declared folder cannot be made in the generation directory: it, or a folder above
     it, is one of the bundle's files."""
     if folder in files:
@@ -266,31 +330,44 @@ def _endpoint_folders(endpoint: EndpointDef) -> tuple[str, ...]:
 
 def open_bundle(source: Path | bytes, limits: BundleLimits = DEFAULT_LIMITS) -> StagedService:
     """A bundle as a staged service, in memory (to serve it, or to bundle it again)."""
-    definition, files = _open(source, limits)
-    return StagedService(definition, files)
+    files = read_bundle(source, limits)
+    definition = _definition(files.pop(SERVICE_JSON), files.keys(), _label(source))
+    return StagedService(_with_generation(definition, files), files)
 
 
 def extract_bundle(source: Path | bytes, dest: Path, limits: BundleLimits = DEFAULT_LIMITS) -> ServiceDef:
     """Check a bundle, then extract it to `dest` (which must not exist) all at once.
 
-    Nothing is written unless the whole bundle passes; files go to a temporary directory next
-    to `dest` that is renamed to it at the end, so `dest` is either absent or complete.
+    Every entry's name, kind and declared size, and the definition, are checked before a byte
+    is written. Entries are then streamed to a temporary directory next to `dest`, a chunk at
+    a time (memory stays flat whatever the bundle holds), within the size budget whatever the
+    headers declared; that directory is renamed to `dest` at the end, or removed on any
+    failure (with the parents this call made), so `dest` is either absent or complete.
     """
     if dest.exists() or dest.is_symlink():
         raise FileExistsError(f"{dest}: already exists")
-    definition, files = _open(source, limits)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    try:
-        for name, content in {SERVICE_JSON: dump_service(definition), **files}.items():
-            target = temp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-        for endpoint in definition.endpoints:
-            for folder in _endpoint_folders(endpoint):  # an empty one has no entry, yet is expected
-                (temp / folder).mkdir(parents=True, exist_ok=True)
-        os.replace(temp, dest)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    label = _label(source)
+    with _open_archive(source, limits) as archive:
+        entries = {info.filename: info for info in _checked_files(archive.infolist(), label, limits)}
+        budget = _Budget(limits)
+        service_json = _entry_bytes(archive, entries.pop(SERVICE_JSON), label, budget)
+        definition = _definition(service_json, entries.keys(), label)
+        created = next((parent for parent in reversed(dest.parents) if not parent.exists()), None)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+        try:
+            for name, info in entries.items():
+                target = temp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as out:
+                    _copy_entry(archive, info, out, label, budget)
+            definition = _with_generation(definition, {name: temp / name for name in entries})
+            (temp / SERVICE_JSON).write_bytes(dump_service(definition))
+            for endpoint in definition.endpoints:
+                for folder in _endpoint_folders(endpoint):  # an empty one has no entry, yet is expected
+                    (temp / folder).mkdir(parents=True, exist_ok=True)
+            os.replace(temp, dest)
+        except BaseException:
+            shutil.rmtree(created or temp, ignore_errors=True)  # what this call made, and only that
+            raise
     return definition

@@ -122,11 +122,16 @@ def isolated_environment(directory: Path | None = None) -> dict[str, str]:
 
 
 class CodeEnvCache:
-    """The code envs under `root`. `installer` is "uv", "pip", or None: uv when it is on PATH."""
+    """The code envs under `root`. `installer` is "uv", "pip", or None: uv when it is on PATH.
+
+    `root` is absolute: an env is built by commands run in another directory, and its
+    interpreter is started by pipelines that run in their generation's directory."""
 
     def __init__(self, root: Path, installer: str | None = None) -> None:
         if installer not in (None, *INSTALLERS):
             raise ValueError(f"installer: expected one of {INSTALLERS}, got {installer!r}")
+        if not root.is_absolute():
+            raise ValueError(f"a code env cache needs an absolute path, got {str(root)!r}")
         self.root = root
         self.installer = installer
 
@@ -149,7 +154,10 @@ class CodeEnvCache:
                     say("removing a half-built env")
                     shutil.rmtree(directory)
                 try:
-                    self._build(directory, requirements, wheelhouse, say)
+                    try:
+                        self._build(directory, requirements, wheelhouse, say)
+                    except OSError as error:  # the disk, not the installer: say so, by name
+                        raise CodeEnvError(f"code env {key}: cannot build it in {directory}: {error}") from error
                 except BaseException:
                     shutil.rmtree(directory, ignore_errors=True)
                     lock.unlink(missing_ok=True)

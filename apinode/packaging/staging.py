@@ -7,6 +7,11 @@ and an extracted generation directory look the same and the node reads both alik
     endpoints/<endpoint id>/<code file name>       each endpoint's code
     folders/<folder name>[-2, -3 ...]/...          each distinct source folder, once
     wheels/<name>/*.whl                            each distinct code env wheelhouse, once
+
+A service directory is self-contained: its code and folders must lie inside it (links followed),
+so that building someone else's directory never bundles files from elsewhere on the machine, as
+reading a bundle never writes outside its generation. A notebook's folders are relative to its
+directory and may reach beside it (a data folder next to the notebooks' folder).
 """
 
 from __future__ import annotations
@@ -37,26 +42,38 @@ def stage_definition(
     base_dir: Path,
     source: str,
     code: Mapping[str, bytes] | None = None,
+    *,
+    confined: bool = False,
 ) -> StagedService:
     """Stage a definition whose code and folders are relative to `base_dir`.
 
     `code` gives endpoints' code by endpoint id (a notebook's cells); without it, code is read
     from the files the definition names. `source` names the origin in error messages.
+    `confined`: refuse code and folders outside `base_dir` (a service directory's rule).
     """
     files: dict[str, bytes | Path] = {}
-    folders = _Folders(files, "folders")
-    wheelhouses = _Folders(files, "wheels")
+    inside = base_dir.resolve() if confined else None
+    folders = _Folders(files, "folders", inside)
+    wheelhouses = _Folders(files, "wheels", inside)
     endpoints = []
-    for endpoint in definition.endpoints:
+    for index, endpoint in enumerate(definition.endpoints):
         where = f"{source}: endpoint {endpoint.id}"
         code_path = f"endpoints/{endpoint.id}/{PurePosixPath(endpoint.code).name}"
-        files[code_path] = code[endpoint.id] if code is not None else _code_file(base_dir, endpoint, where)
+        files[code_path] = (
+            code[endpoint.id]
+            if code is not None
+            else _code_file(base_dir, endpoint, where, inside, f"{source}: endpoints[{index}].code")
+        )
+        field = f"{source}: endpoints[{index}]"
         endpoints.append(
             replace(
                 endpoint,
                 code=code_path,
-                folders=tuple(folders.add(base_dir, folder, where) for folder in endpoint.folders),
-                code_env=_staged_code_env(endpoint.code_env, wheelhouses, base_dir, where),
+                folders=tuple(
+                    folders.add(base_dir, folder, where, f"{field}.folders[{position}]")
+                    for position, folder in enumerate(endpoint.folders)
+                ),
+                code_env=_staged_code_env(endpoint.code_env, wheelhouses, base_dir, where, field),
             )
         )
     return StagedService(replace(definition, endpoints=tuple(endpoints)), files)
@@ -81,7 +98,7 @@ def source_folders(staged: StagedService) -> dict[Path, str]:
 def stage_directory(path: Path) -> StagedService:
     """Stage a service directory: its service.json, with code and folders relative to it."""
     service_file = path / "service.json"
-    return stage_definition(load_service_file(service_file), path, str(service_file))
+    return stage_definition(load_service_file(service_file), path, str(service_file), confined=True)
 
 
 def stage_source(path: Path, service_id: str | None = None) -> StagedService:
@@ -112,29 +129,49 @@ def stage_source(path: Path, service_id: str | None = None) -> StagedService:
     return staged
 
 
-def _code_file(base_dir: Path, endpoint: EndpointDef, where: str) -> Path:
+def _code_file(base_dir: Path, endpoint: EndpointDef, where: str, inside: Path | None, field: str) -> Path:
     path = base_dir / endpoint.code
+    _check_inside(path, inside, field, endpoint.code)
     if not path.is_file():
         raise DefinitionError(f"{where}: code file not found: {path}")
     return path
 
 
-def _staged_code_env(code_env: CodeEnv | None, wheelhouses: _Folders, base_dir: Path, where: str) -> CodeEnv | None:
+def _check_inside(path: Path, inside: Path | None, field: str, value: str) -> None:
+    """Refuse `path` (what `field` = `value` names) unless it lies in the directory `inside`."""
+    if inside is not None and not path.resolve().is_relative_to(inside):
+        raise DefinitionError(
+            f"{field}: {value!r} is outside the service directory {inside}; a service bundles only "
+            "what its directory holds: move or copy it inside, and name it relative to the directory"
+        )
+
+
+def _staged_code_env(
+    code_env: CodeEnv | None, wheelhouses: _Folders, base_dir: Path, where: str, field: str
+) -> CodeEnv | None:
     if code_env is None or code_env.wheelhouse is None:
         return code_env
-    return replace(code_env, wheelhouse=wheelhouses.add(base_dir, code_env.wheelhouse, f"{where}: codeEnv.wheelhouse"))
+    return replace(
+        code_env,
+        wheelhouse=wheelhouses.add(
+            base_dir, code_env.wheelhouse, f"{where}: codeEnv.wheelhouse", f"{field}.codeEnv.wheelhouse"
+        ),
+    )
 
 
 class _Folders:
-    """The folders of one service, each distinct one staged once under a unique name."""
+    """The folders of one service, each distinct one staged once under a unique name (all inside
+    the directory `inside`, when given)."""
 
-    def __init__(self, files: dict[str, bytes | Path], prefix: str) -> None:
+    def __init__(self, files: dict[str, bytes | Path], prefix: str, inside: Path | None) -> None:
         self._files = files
         self._prefix = prefix
+        self._inside = inside
         self._names: dict[Path, str] = {}
 
-    def add(self, base_dir: Path, folder: str, where: str) -> str:
-        """Stage `folder` (relative to `base_dir`) unless done already; its archive path."""
+    def add(self, base_dir: Path, folder: str, where: str, field: str) -> str:
+        """Stage `folder` (relative to `base_dir`; `field` names it) unless done already; its archive path."""
+        _check_inside(base_dir / folder, self._inside, field, folder)
         real = (base_dir / folder).resolve()
         if real in self._names:
             return self._names[real]

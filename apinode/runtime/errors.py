@@ -1,7 +1,12 @@
-"""The error body every failure is answered with, built in one place.
+"""The error body every failure is answered with, built in one place; and the error reports a
+pipeline writes to its stderr for the node's log.
 
 `{"errorType", "message", "detailedMessage"}` is what DESIGN.md fixes and what dataikuapi
 reads (it raises `DataikuException("<errorType>: <detailedMessage>")`).
+
+A pipeline's stderr is relayed to the node's log line by line at INFO: it is where user code
+prints. A traceback is not a print: the runtime writes it as one *error report*, a single line
+(a marker, then the text as a JSON string), which the relay logs as one ERROR record.
 """
 
 from __future__ import annotations
@@ -12,6 +17,25 @@ from typing import Any
 
 def error_body(error_type: str, message: str, detailed_message: str | None = None) -> dict[str, Any]:
     return {"errorType": error_type, "message": message, "detailedMessage": detailed_message or message}
+
+
+_REPORT_MARK = "\x1eapinode-error "  # starts with ASCII "record separator": no print does by accident
+
+
+def error_report(text: str) -> str:
+    """The line that carries `text` (a traceback, several lines) to the node's log at ERROR."""
+    return _REPORT_MARK + json.dumps(text) + "\n"
+
+
+def read_error_report(line: str) -> str | None:
+    """The text of an error report line; None for any other line (one that user code printed)."""
+    if not line.startswith(_REPORT_MARK):
+        return None
+    try:
+        text = json.loads(line[len(_REPORT_MARK) :])
+    except ValueError:
+        return None
+    return text if isinstance(text, str) else None
 
 
 def error_json(error_type: str, message: str, detailed_message: str | None = None) -> bytes:

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from . import framing
+from .errors import error_report
 from .invoke import Invoker
 from .loader import LoadError, load_function_file
 
@@ -31,7 +32,7 @@ def serve(channel: socket.socket) -> None:
     try:
         invoke = _load(spec)
     except LoadError as exc:
-        sys.stderr.write(exc.traceback or f"{exc}\n")
+        sys.stderr.write(error_report(f"the code failed to load:\n{exc.traceback or exc}"))
         detail = json.dumps({"message": str(exc), "traceback": exc.traceback}).encode()
         channel.sendall(framing.pack(framing.LOAD_FAILED, detail, status=500))
         return
@@ -43,7 +44,7 @@ def serve(channel: socket.socket) -> None:
             return
         outcome = invoke(body)
         if outcome.traceback:
-            sys.stderr.write(f"[{spec['name']}] {outcome.traceback}")
+            sys.stderr.write(error_report(f"the function raised:\n{outcome.traceback}"))
         kind = framing.RESULT if outcome.ok else framing.ERROR
         channel.sendall(framing.pack(kind, outcome.payload, outcome.status, outcome.execution_ms))
 
