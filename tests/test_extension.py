@@ -25,17 +25,6 @@ OTHER = "%%api_endpoint other/hello --function hello\ndef hello():\n    return '
 
 
 @pytest.fixture
-def jp_base_url():
-    """An escaped character in the prefix: what catches joined-by-hand URLs."""
-    return "/a%40b/lab%20x/"
-
-
-@pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"apinode": True}}}
-
-
-@pytest.fixture
 def notebook(jp_root_dir):
     (jp_root_dir / "sub").mkdir()
     write_notebook(jp_root_dir / "sub" / "demo.ipynb", "import math", ADD, ADD_QUERIES, BROKEN, OTHER)
