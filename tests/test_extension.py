@@ -65,10 +65,12 @@ async def test_endpoints_lists_services_endpoints_and_test_queries(jp_fetch, not
         ("/../../etc/passwd", 403, "outside the server's root"),
         ("missing.ipynb", 404, "no such notebook"),
         ("sub/not-a-notebook.txt", 400, "not a readable notebook"),
+        ("loop/nb.ipynb", 400, "not a usable path"),
     ],
 )
 async def test_endpoints_refuses_bad_paths(jp_fetch, jp_root_dir, notebook, path, status, says):
     (jp_root_dir.parent / "outside.ipynb").write_text("{}")
+    (jp_root_dir / "loop").symlink_to(jp_root_dir / "loop")  # resolving it never ends
     (jp_root_dir / "sub" / "not-a-notebook.txt").write_text("hello")
     code, message = await refused(jp_fetch, "apinode", "api", "endpoints", params={"path": path})
     assert (code, says in message) == (status, True), message
