@@ -1,4 +1,18 @@
 """Shared fixtures. Async tests run on pytest-jupyter's event loop (the plugin the Jupyter
 extension tests need anyway)."""
 
+import pytest
+
 pytest_plugins = ("pytest_jupyter.jupyter_core",)
+
+
+@pytest.fixture
+def jp_server_config():
+    """The Jupyter servers of the tests (pytest-jupyter's) run the apinode extension."""
+    return {"ServerApp": {"jpserver_extensions": {"apinode": True}}}
+
+
+@pytest.fixture
+def jp_base_url():
+    """Under a prefix with escaped characters, as a proxy may add: what catches URLs joined by hand."""
+    return "/a%40b/lab%20x/"

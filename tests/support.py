@@ -172,3 +172,33 @@ def write_notebook(path: Path, *sources: str) -> Path:
 
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources]), path)
     return path
+
+
+def cell_text(cell, *kinds: str) -> str:
+    """The text a notebook cell shows, of the given output kinds (stdout, stderr, result, error)."""
+    parts = []
+    for output in cell.outputs:
+        kind = output.output_type
+        if kind == "stream" and output.name in kinds:
+            parts.append(output.text)
+        elif kind in ("execute_result", "display_data") and "result" in kinds:
+            parts.append(output.data.get("text/plain", ""))
+        elif kind == "error" and "error" in kinds:
+            parts.append(f"{output.ename}: {output.evalue}")
+    return "".join(parts)
+
+
+def execute_notebook(path: Path, allow_errors: bool):
+    """Run the notebook at `path` in a fresh kernel (nbclient), from its directory; its cells."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=60,
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    return notebook.cells

@@ -151,17 +151,19 @@ def test_the_designer_deploys_shows_load_status_plays_and_downloads(tmp_path, br
         assert page_errors == []
 
 
-def test_api_panel_in_jupyterlab_plays_queries_and_deploys(tmp_path, browser):
+def test_api_panel_in_jupyterlab_plays_queries_and_deploys_and_api_dev_links_to_the_designer(tmp_path, browser):
     root = tmp_path / "root"
-    root.mkdir()
-    notebook = write_notebook(root / "panel.ipynb", "%load_ext apinode", ADD, ADD_QUERIES, "%api_panel")
+    (root / "work").mkdir(parents=True)
+    notebook = write_notebook(
+        root / "work" / "panel.ipynb", "%load_ext apinode", ADD, ADD_QUERIES, "%api_dev demo", "%api_panel"
+    )
     content = json.loads(notebook.read_text())
     content["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.write_text(json.dumps(content))
     with jupyter(tmp_path, "jupyterlab") as (url, token):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(f"{url}lab/tree/panel.ipynb?token={token}")
+        page.goto(f"{url}lab/tree/work/panel.ipynb?token={token}")
         page.wait_for_selector(".jp-Notebook .jp-Cell")
         # Idle in the status bar once the kernel is connected; cells run earlier are dropped.
         page.locator(".jp-StatusBar-Widget").get_by_text("Python 3 (ipykernel) | Idle").wait_for()
@@ -182,3 +184,11 @@ def test_api_panel_in_jupyterlab_plays_queries_and_deploys(tmp_path, browser):
         assert results.get_by_text("FAIL", exact=True).count() == 1
         page.locator(".jp-OutputArea-output .widget-vbox").last.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "apinode-panel.png"))
+
+        # %api_dev's link: the designer, on the notebook JupyterLab started the kernel for
+        designer = "apinode/designer?path=work/panel.ipynb"
+        link = page.locator(f'a[href="{BASE_URL}{designer}"]')
+        assert link.inner_text() == f"{url}{designer}"
+        with page.context.expect_page() as opened:
+            link.click()
+        opened.value.wait_for_selector('tr[data-endpoint="demo/add"]')

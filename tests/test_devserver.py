@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support import alive, children, cmdline, eventually, write_notebook
 
+from apinode.jupyter_ext.designer_link import designer_link
 from apinode.jupyter_ext.devclient import kernel_dev_server
 from apinode.jupyter_ext.devserver import DevServer, DevServerError, find_dev_server
 from apinode.playback import post
@@ -22,11 +23,6 @@ pytest_plugins = ("pytest_jupyter.jupyter_server",)
 pytestmark = pytest.mark.timeout(120)
 
 ECHO = "%%api_endpoint echo/say --function say\ndef say(text='hello'):\n    return text\n"
-
-
-@pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"apinode": True}}}
 
 
 @pytest.fixture
@@ -106,6 +102,27 @@ async def test_a_kernel_of_this_server_deploys_with_api_dev(jp_fetch, jp_servera
     shown = "".join(outputs)
     assert f"service echo deployed to the dev server at {info.url}" in shown
     assert "say       yes" in shown
+    # a kernel started without a session (no notebook): the designer, which asks for one
+    assert shown.endswith(f"API designer: {jp_serverapp.connection_url}apinode/designer")
+
+
+SERVER = {"url": "http://localhost:8888/x%20y/", "base_url": "/x%20y/", "root_dir": "/home/me/work"}
+
+
+@pytest.mark.parametrize(
+    ("session_name", "query"),
+    [
+        ("/home/me/work/sub dir/nb.ipynb", "?path=sub%20dir/nb.ipynb"),  # a session with a name
+        ("sub/nb.ipynb", "?path=sub/nb.ipynb"),  # without one: the API path
+        ("/elsewhere/nb.ipynb", ""),  # outside the root
+        ("/home/me/work/Console 1-5f0c", ""),  # a console's session
+        (None, ""),
+    ],
+)
+def test_the_designer_link_names_the_kernels_notebook_when_it_knows_it(session_name, query):
+    link = designer_link(SERVER, session_name)
+    assert repr(link) == f"API designer: http://localhost:8888/x%20y/apinode/designer{query}"
+    assert f'href="/x%20y/apinode/designer{query}"' in link._repr_html_()
 
 
 async def test_a_dev_server_that_died_is_started_again(jp_fetch, jp_root_dir, extension):

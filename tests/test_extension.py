@@ -25,17 +25,6 @@ OTHER = "%%api_endpoint other/hello --function hello\ndef hello():\n    return '
 
 
 @pytest.fixture
-def jp_base_url():
-    """An escaped character in the prefix: what catches joined-by-hand URLs."""
-    return "/a%40b/lab%20x/"
-
-
-@pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"apinode": True}}}
-
-
-@pytest.fixture
 def notebook(jp_root_dir):
     (jp_root_dir / "sub").mkdir()
     write_notebook(jp_root_dir / "sub" / "demo.ipynb", "import math", ADD, ADD_QUERIES, BROKEN, OTHER)
@@ -76,10 +65,12 @@ async def test_endpoints_lists_services_endpoints_and_test_queries(jp_fetch, not
         ("/../../etc/passwd", 403, "outside the server's root"),
         ("missing.ipynb", 404, "no such notebook"),
         ("sub/not-a-notebook.txt", 400, "not a readable notebook"),
+        ("loop/nb.ipynb", 400, "not a usable path"),
     ],
 )
 async def test_endpoints_refuses_bad_paths(jp_fetch, jp_root_dir, notebook, path, status, says):
     (jp_root_dir.parent / "outside.ipynb").write_text("{}")
+    (jp_root_dir / "loop").symlink_to(jp_root_dir / "loop")  # resolving it never ends
     (jp_root_dir / "sub" / "not-a-notebook.txt").write_text("hello")
     code, message = await refused(jp_fetch, "apinode", "api", "endpoints", params={"path": path})
     assert (code, says in message) == (status, True), message
@@ -168,6 +159,82 @@ async def test_bundle_and_deploy_refuse_folders_outside_the_root_or_hidden(jp_fe
     assert code == 403 and "folder" in message and ("outside the server's root" in message or "hidden" in message)
     code, message = await refused(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": "sub/leak.ipynb"}))
     assert code == 403 and "folder" in message
+
+
+HIDDEN_NOTEBOOKS = [".hidden/secret.ipynb", ".secret.ipynb", "sub/../.hidden/secret.ipynb", "sub/link.ipynb"]
+
+
+@pytest.mark.parametrize("path", HIDDEN_NOTEBOOKS)
+async def test_notebooks_the_contents_manager_hides_are_as_absent_until_it_allows_hidden_files(
+    jp_fetch, jp_serverapp, jp_root_dir, path
+):
+    (jp_root_dir / ".hidden").mkdir()
+    write_notebook(jp_root_dir / ".hidden" / "secret.ipynb", OTHER)
+    write_notebook(jp_root_dir / ".secret.ipynb", OTHER)
+    (jp_root_dir / "sub").mkdir()
+    (jp_root_dir / "sub" / "link.ipynb").symlink_to(jp_root_dir / ".hidden" / "secret.ipynb")
+    requests = [
+        ("apinode", "api", "endpoints", {"params": {"path": path}}),
+        ("apinode", "api", "bundle", {"params": {"path": path, "service": "other"}}),
+        ("apinode", "api", "dev", "deploy", post({"path": path})),
+    ]
+    for *parts, kwargs in requests:
+        code, message = await refused(jp_fetch, *parts, **kwargs)
+        assert (code, message) == (404, f"{path}: no such notebook under the server's root directory")
+    assert not jp_serverapp.web_app.settings["apinode"].dev_server.running
+
+    jp_serverapp.contents_manager.allow_hidden = True  # read live: the manager's rule, not a copy
+    answer = await fetch_json(jp_fetch, "apinode", "api", "endpoints", params={"path": path})
+    assert [service["id"] for service in answer["services"]] == ["other"]
+
+
+async def test_a_file_that_is_not_a_notebook_is_refused_without_quoting_it(jp_fetch, jp_root_dir):
+    (jp_root_dir / "notes.ipynb").write_text("password=hunter2 (the rest of the file says nothing)")
+    code, message = await refused(jp_fetch, "apinode", "api", "endpoints", params={"path": "notes.ipynb"})
+    assert code == 400 and "not a readable notebook: it is not JSON" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize("folder", ["../outside", "../no-such-folder", "OUTSIDE", "../outside/../../etc"])
+async def test_folders_outside_the_root_are_refused_before_anything_under_them_is_read(
+    jp_fetch, jp_serverapp, jp_root_dir, folder
+):
+    """Whether the folder exists and what it holds stays unknown: one 403, saying the same."""
+    outside = jp_root_dir.parent / "outside"
+    outside.mkdir()
+    (outside / "leaked-name").symlink_to(outside)  # staging would name it in its refusal
+    folder = str(outside) if folder == "OUTSIDE" else folder
+    write_notebook(
+        jp_root_dir / "nb.ipynb", f"%%api_endpoint leak/f --function f --folder {folder}\ndef f():\n    return 1\n"
+    )
+    requests = [
+        ("apinode", "api", "endpoints", {"params": {"path": "nb.ipynb"}}),
+        ("apinode", "api", "bundle", {"params": {"path": "nb.ipynb", "service": "leak"}}),
+        ("apinode", "api", "dev", "deploy", post({"path": "nb.ipynb"})),
+    ]
+    for *parts, kwargs in requests:
+        code, message = await refused(jp_fetch, *parts, **kwargs)
+        assert (code, message) == (403, f"nb.ipynb: folder {folder} is outside the server's root directory")
+    assert not jp_serverapp.web_app.settings["apinode"].dev_server.running
+
+
+async def test_a_hidden_file_in_a_folder_is_refused_until_the_contents_manager_allows_hidden_files(
+    jp_fetch, jp_serverapp, jp_root_dir
+):
+    (jp_root_dir / "data").mkdir()
+    (jp_root_dir / "data" / "model.txt").write_text("m")
+    (jp_root_dir / "data" / ".env").write_text("TOKEN=hunter2")
+    write_notebook(jp_root_dir / "nb.ipynb", "%%api_endpoint ok/f --function f --folder data\ndef f():\n    return 1\n")
+    code, message = await refused(jp_fetch, "apinode", "api", "bundle", params={"path": "nb.ipynb", "service": "ok"})
+    assert (code, message) == (
+        403,
+        "nb.ipynb: a folder holds data/.env, a hidden file the server does not serve; "
+        "remove it, or let Jupyter serve hidden files (ContentsManager.allow_hidden)",
+    )
+    jp_serverapp.contents_manager.allow_hidden = True
+    response = await jp_fetch("apinode", "api", "bundle", params={"path": "nb.ipynb", "service": "ok"})
+    with zipfile.ZipFile(io.BytesIO(response.body)) as bundle:
+        assert {"folders/data/model.txt", "folders/data/.env"} <= set(bundle.namelist())
 
 
 async def test_bundle_takes_folders_inside_the_root(jp_fetch, jp_root_dir):

@@ -3,16 +3,11 @@ checked. One kernel per notebook: the scenario notebook runs once for the whole 
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from support import cell_text, execute_notebook
 
 from apinode.cli import main
-
-NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 SCENARIO = {
     "load": "%load_ext apinode",
@@ -43,32 +38,6 @@ SCENARIO = {
 }
 
 
-def execute(path: Path, allow_errors: bool) -> nbformat.NotebookNode:
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=60,
-        allow_errors=allow_errors,
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
-    return notebook
-
-
-def text(cell: nbformat.NotebookNode, *kinds: str) -> str:
-    """The text a cell shows, of the given output kinds (stdout, stderr, result, error)."""
-    parts = []
-    for output in cell.outputs:
-        kind = output.output_type
-        if kind == "stream" and output.name in kinds:
-            parts.append(output.text)
-        elif kind in ("execute_result", "display_data") and "result" in kinds:
-            parts.append(output.data.get("text/plain", ""))
-        elif kind == "error" and "error" in kinds:
-            parts.append(f"{output.ename}: {output.evalue}")
-    return "".join(parts)
-
-
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     directory = tmp_path_factory.mktemp("scenario")
@@ -77,13 +46,13 @@ def scenario(tmp_path_factory):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in SCENARIO.values()]
     nbformat.write(notebook, directory / "nb.ipynb")
-    cells = dict(zip(SCENARIO, execute(directory / "nb.ipynb", allow_errors=True).cells))
+    cells = dict(zip(SCENARIO, execute_notebook(directory / "nb.ipynb", allow_errors=True)))
     return directory, cells
 
 
 def test_an_endpoint_cell_runs_in_the_kernel_and_a_query_passes(scenario):
     _, cells = scenario
-    assert text(cells["call add"], "result") == "3"
+    assert cell_text(cells["call add"], "result") == "3"
     shown = cells["test add"].outputs[0]
     assert "<table" in shown.data["text/html"] and "OK" in shown.data["text/html"]
     lines = shown.data["text/plain"].splitlines()
@@ -92,41 +61,41 @@ def test_an_endpoint_cell_runs_in_the_kernel_and_a_query_passes(scenario):
 
 
 def test_a_failing_query_shows_what_the_node_would_answer(scenario):
-    shown = text(scenario[1]["test add missing b"], "result")
+    shown = cell_text(scenario[1]["test add missing b"], "result")
     assert "400" in shown and "InvalidParameters: missing parameter 'b'" in shown
     assert "FAIL" in shown and shown.endswith("1 query, 1 FAILED")
 
 
 def test_queries_run_in_a_fresh_namespace(scenario):
     _, cells = scenario
-    assert text(cells["call shift"], "result") == "11"  # the notebook has OFFSET ...
-    shown = text(cells["test shift"], "result")  # ... the endpoint's own module does not
+    assert cell_text(cells["call shift"], "result") == "11"  # the notebook has OFFSET ...
+    shown = cell_text(cells["test shift"], "result")  # ... the endpoint's own module does not
     assert "500" in shown and "FunctionError: the function raised NameError" in shown
     assert "traceback of shift 'query'" in shown and "return x + OFFSET" in shown
     assert "NameError: name 'OFFSET' is not defined" in shown
 
 
 def test_folders_are_relative_to_the_notebook(scenario):
-    shown = text(scenario[1]["test word"], "result")
+    shown = cell_text(scenario[1]["test word"], "result")
     assert '"hello"' in shown and "OK" in shown
 
 
 def test_the_line_form_refuses_a_function_that_uses_notebook_globals(scenario):
     cell = scenario[1]["line form refused"]
-    error = text(cell, "stderr")
+    error = cell_text(cell, "stderr")
     assert error.startswith("UsageError: scaled uses OFFSET, which its source does not define")
     assert "%%api_endpoint SERVICE/ENDPOINT --function scaled" in error
     assert error.count("\n") == 1 and "Traceback" not in error
 
 
 def test_the_line_form_registers_a_standalone_function(scenario):
-    shown = text(scenario[1]["line form"], "result", "stderr")
+    shown = cell_text(scenario[1]["line form"], "result", "stderr")
     assert shown.splitlines()[1].split()[:3] == ["double", "query", "200"]
     assert shown.splitlines()[1].split()[-2:] == ["42", "OK"]
 
 
 def test_saved_queries_pass_and_fail_against_expected(scenario):
-    shown = text(scenario[1]["test saved"], "result")
+    shown = cell_text(scenario[1]["test saved"], "result")
     rows = {line.split()[1]: line.split() for line in shown.splitlines()[1:4]}
     assert rows["three"][-3:] == ["3", "3", "PASS"]
     assert rows["wrong"][-3:] == ["2", "3", "FAIL"]
@@ -142,12 +111,12 @@ def test_saved_queries_pass_and_fail_against_expected(scenario):
     ],
 )
 def test_mistakes_are_one_line_usage_errors(scenario, name, message):
-    error = text(scenario[1][name], "stderr")
+    error = cell_text(scenario[1][name], "stderr")
     assert error.startswith(message) and error.count("\n") == 1
 
 
 def test_services_lists_the_registrations(scenario):
-    shown = text(scenario[1]["services"], "result")
+    shown = cell_text(scenario[1]["services"], "result")
     assert shown.splitlines()[0].split() == [
         "service",
         "endpoint",
@@ -169,22 +138,6 @@ def test_services_lists_the_registrations(scenario):
 
 def test_export_is_the_bundle_apinode_build_makes(scenario, capsys):
     directory, cells = scenario
-    assert text(cells["export"], "result").startswith("service 't', generation g-")
+    assert cell_text(cells["export"], "result").startswith("service 't', generation g-")
     assert main(["build", str(directory / "nb.ipynb"), "-o", str(directory / "built.zip")]) == 0
     assert (directory / "t.zip").read_bytes() == (directory / "built.zip").read_bytes()
-
-
-def test_the_quickstart_notebook_runs_top_to_bottom(tmp_path, capsys):
-    shutil.copy(NOTEBOOKS / "quickstart.ipynb", tmp_path)
-    shutil.copytree(NOTEBOOKS / "quickstart_data", tmp_path / "quickstart_data")
-    cells = [
-        cell for cell in execute(tmp_path / "quickstart.ipynb", allow_errors=False).cells if cell.cell_type == "code"
-    ]
-    shown = [text(cell, "result", "stdout", "stderr", "error") for cell in cells]
-    assert not any("Error" in output for output in shown), shown
-    saved = next(output for output in shown if "2 queries" in output)
-    assert saved.count("PASS") == 2 and saved.endswith("all passed")
-    services = next(output for output in shown if output.split()[:2] == ["service", "endpoint"])
-    assert services.splitlines()[1].split()[:4] == ["quickstart", "score", "score", "quickstart_data"]
-    assert main(["build", str(tmp_path / "quickstart.ipynb"), "-o", str(tmp_path / "built.zip")]) == 0
-    assert (tmp_path / "quickstart.zip").read_bytes() == (tmp_path / "built.zip").read_bytes()

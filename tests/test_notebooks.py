@@ -152,10 +152,32 @@ def test_errors_name_the_notebook_and_cell(base, sources, error, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_unreadable_notebook(tmp_path):
-    (tmp_path / "nb.ipynb").write_text("{not json")
-    with pytest.raises(DefinitionError, match="nb.ipynb: not a readable notebook"):
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"password=hunter2, and enough text to fill the 40 characters nbformat quotes", "it is not JSON"),
+        (b"\xff\xfehunter2", "it is not UTF-8 text"),
+        (b'[1, "hunter2"]', "its JSON is not in the notebook format"),
+        (b'"hunter2"', "its JSON is not in the notebook format"),
+        (b'{"nbformat": "hunter2"}', "its JSON is not in the notebook format"),
+        (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": "hunter2"}', "not in the notebook format"),
+        (
+            b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, '
+            b'"cells": [{"cell_type": "code", "source": 5, "metadata": {}, "outputs": []}, "hunter2"]}',
+            "its JSON is not in the notebook format",
+        ),
+    ],
+    ids=["text", "not-utf8", "json-list", "json-string", "bad-version", "cells-not-a-list", "bad-cells"],
+)
+def test_an_unreadable_notebook_is_refused_without_quoting_it(tmp_path, content, why):
+    """The error says what is wrong with the file, and quotes nothing of it: the file may be
+    anything (a served notebook path can name a file of secrets)."""
+    (tmp_path / "nb.ipynb").write_bytes(content)
+    with pytest.raises(DefinitionError) as caught:
         stage_notebook(tmp_path / "nb.ipynb")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'nb.ipynb'}: not a readable notebook: ") and why in message
+    assert "hunter2" not in message and "\n" not in message
 
 
 def test_bundle_of_a_notebook_has_its_code(base):

@@ -3,25 +3,28 @@
 The manager behind the extension's REST handlers (apinode.jupyter_ext.handlers), which only
 parse the request and write the answer. Notebooks are read from disk with nbformat
 (apinode.packaging.notebooks), never through a kernel: the designer shows what the notebook's
-cells say, as `apinode build notebook.ipynb` would bundle them. Paths are relative to the
-Jupyter server's root directory and may not leave it.
+cells say, as `apinode build notebook.ipynb` would bundle them. It reads only what Jupyter
+would serve: the notebook, then the folders its cells name, pass the contents manager's rules
+(apinode.jupyter_ext.served_files) before anything under them is read.
 
-Concurrency: every method blocks (file reads, bundling, HTTP to the dev server); the handlers
-call them in worker threads. The dev server serializes its own start and stop.
+Concurrency: methods are coroutines on the Jupyter server's event loop; what blocks (file
+reads, bundling, HTTP to the dev server) runs in worker threads. The dev server serializes its
+own start and stop.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 from typing import Any
 
 from ..packaging.bundles import bundle_bytes
-from ..packaging.definitions import NO_EXPECTED
-from ..packaging.notebooks import read_notebook_services
-from ..packaging.staging import StagedService, folder_on_disk
+from ..packaging.definitions import NO_EXPECTED, TestQuery
+from ..packaging.notebooks import read_notebook_registrations, stage_notebook_services
+from ..packaging.staging import StagedService
 from ..playback import RESULT_HEADERS, QueryResult, result_cells
 from .devclient import deploy_to_dev, play_on_dev
 from .devserver import DevServer
+from .served_files import ServedFiles
 
 
 class DesignerError(Exception):
@@ -34,53 +37,50 @@ class DesignerError(Exception):
 
 
 class Designer:
-    def __init__(self, root_dir: Path, dev_server: DevServer, allow_hidden: bool = False) -> None:
-        self.root_dir = root_dir.resolve()
+    def __init__(self, files: ServedFiles, dev_server: DevServer) -> None:
+        self.files = files
         self.dev_server = dev_server
-        self.allow_hidden = allow_hidden  # the contents manager's: may hidden files be read?
 
-    def notebook(self, path: str) -> Path:
-        """The notebook at `path` under the root directory (DesignerError if absent or outside)."""
-        if not path:
-            raise DesignerError(400, "which notebook? pass its path, relative to the server's root")
-        candidate = (self.root_dir / path.lstrip("/")).resolve()
-        if not candidate.is_relative_to(self.root_dir):
-            raise DesignerError(403, f"{path}: outside the server's root directory")
-        if not candidate.is_file():
-            raise DesignerError(404, f"{path}: no such notebook under the server's root directory")
-        return candidate
+    async def services(self, path: str) -> dict[str, StagedService]:
+        """The services of the notebook at `path` (relative to the root), staged once the
+        notebook and every folder its cells name have passed the contents manager's rules."""
+        notebook = await self.files.notebook(path)
+        registrations = await asyncio.to_thread(read_notebook_registrations, notebook)
+        folders = dict.fromkeys(folder for rs in registrations.values() for r in rs for folder in r.magic.folders)
+        for folder in folders:
+            await self.files.folder(path, notebook, folder)
+        services = await asyncio.to_thread(stage_notebook_services, notebook, registrations)
+        for staged in services.values():
+            await self.files.folder_files(path, staged)
+        return services
 
-    def services(self, path: str) -> dict[str, StagedService]:
-        return read_notebook_services(self.notebook(path))
-
-    def service(self, path: str, service_id: str) -> StagedService:
-        services = self.services(path)
+    async def service(self, path: str, service_id: str) -> StagedService:
+        services = await self.services(path)
         if service_id not in services:
             raise DesignerError(
                 404, f"{path} defines no service {service_id!r} (it defines: {', '.join(services) or 'none'})"
             )
         return services[service_id]
 
-    def endpoints(self, path: str) -> dict[str, Any]:
+    async def endpoints(self, path: str) -> dict[str, Any]:
         """The notebook's services as service.json has them: endpoints, test queries and all."""
-        return {"path": path, "services": [staged.definition.to_json() for staged in self.services(path).values()]}
+        services = await self.services(path)
+        return {"path": path, "services": [staged.definition.to_json() for staged in services.values()]}
 
-    def deploy(self, path: str) -> dict[str, Any]:
+    async def deploy(self, path: str) -> dict[str, Any]:
         """Deploy every service of the notebook to the dev server; whether each function loads."""
-        services = self.services(path)
+        services = await self.services(path)
         if not services:
             raise DesignerError(400, f"{path} defines no service: no cell starts with %%api_endpoint")
-        for staged in services.values():
-            self._check_files(path, staged)
-        info = self.dev_server.ensure()
-        return {
-            "devServer": info.url,
-            "services": [deploy_to_dev(info, staged).to_json() for staged in services.values()],
-        }
+        return await asyncio.to_thread(self._deploy, list(services.values()))
 
-    def play(self, path: str, service_id: str, endpoint_id: str) -> dict[str, Any]:
+    def _deploy(self, services: list[StagedService]) -> dict[str, Any]:
+        info = self.dev_server.ensure()
+        return {"devServer": info.url, "services": [deploy_to_dev(info, staged).to_json() for staged in services]}
+
+    async def play(self, path: str, service_id: str, endpoint_id: str) -> dict[str, Any]:
         """Play an endpoint's test queries (as the notebook has them) on the dev server."""
-        definition = self.service(path, service_id).definition
+        definition = (await self.service(path, service_id)).definition
         try:
             endpoint = definition.endpoint(endpoint_id)
         except KeyError as error:
@@ -91,8 +91,11 @@ class Designer:
                 f"{path}: {service_id}/{endpoint_id} has no test queries; add a "
                 f"%%api_test_queries {service_id}/{endpoint_id} cell",
             )
+        return await asyncio.to_thread(self._play, service_id, endpoint_id, endpoint.test_queries)
+
+    def _play(self, service_id: str, endpoint_id: str, queries: tuple[TestQuery, ...]) -> dict[str, Any]:
         info = self.dev_server.ensure()
-        report = play_on_dev(info.url, service_id, endpoint_id, endpoint.test_queries)
+        report = play_on_dev(info.url, service_id, endpoint_id, queries)
         return {
             "service": service_id,
             "endpoint": endpoint_id,
@@ -103,34 +106,10 @@ class Designer:
             "results": [_result_json(result) for result in report.results],
         }
 
-    def bundle(self, path: str, service_id: str) -> tuple[str, bytes]:
+    async def bundle(self, path: str, service_id: str) -> tuple[str, bytes]:
         """(file name, bytes) of the service's bundle, as `apinode build` makes it."""
-        staged = self.service(path, service_id)
-        self._check_files(path, staged)
-        content, generation = bundle_bytes(staged)
+        content, generation = await asyncio.to_thread(bundle_bytes, await self.service(path, service_id))
         return f"{service_id}-{generation}.zip", content
-
-    def _check_files(self, path: str, staged: StagedService) -> None:
-        """Refuse (403) a service whose folders or wheelhouses reach outside the root directory,
-        or into hidden paths the contents manager would not serve: the notebook's cells choose
-        them, and the bundle would carry their files to whoever asks."""
-        for archive_path, source in staged.files.items():
-            if not isinstance(source, Path):
-                continue
-            folder = folder_on_disk(archive_path, source)
-            real = source.resolve()
-            if not real.is_relative_to(self.root_dir):
-                raise DesignerError(
-                    403,
-                    f"{path}: service {staged.definition.id}: folder {folder} is outside the server's root directory",
-                )
-            if not self.allow_hidden and any(part.startswith(".") for part in real.relative_to(self.root_dir).parts):
-                raise DesignerError(
-                    403,
-                    f"{path}: service {staged.definition.id}: folder {folder} "
-                    f"holds a hidden path ({real.relative_to(self.root_dir)}), "
-                    "which the server does not serve",
-                )
 
 
 def _result_json(result: QueryResult) -> dict[str, Any]:

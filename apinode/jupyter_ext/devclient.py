@@ -201,18 +201,31 @@ def deploy_registered(
     return deploy_to_dev(dev_server(), registry.stage(service))
 
 
-def _ask_to_start(server_pid: int) -> int:
-    """Ask the Jupyter server to start its dev server unless it runs; the node's pid."""
-    server_file = Path(jupyter_runtime_dir()) / f"jpserver-{server_pid}.json"
+def jupyter_server_info(server_pid: int) -> dict[str, Any]:
+    """What the Jupyter server `server_pid` says of itself in the runtime dir (jpserver-<pid>.json,
+    the file `jupyter server list` reads): its url, token, base_url, root_dir..."""
+    server_file = _jupyter_server_file(server_pid)
     try:
         server = json.loads(server_file.read_text())
-        url, token = str(server["url"]), str(server.get("token", ""))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        server["url"] = str(server["url"])
+    except (OSError, ValueError, KeyError, TypeError):
         raise DevServerError(
             f"no dev server: this kernel's Jupyter server (pid {server_pid}) has no {server_file.name} "
             "in the runtime dir; run the kernel from a Jupyter server with the apinode extension "
             "(jupyter server extension list)"
         ) from None
+    return server  # type: ignore[no-any-return]
+
+
+def _jupyter_server_file(server_pid: int) -> Path:
+    return Path(jupyter_runtime_dir()) / f"jpserver-{server_pid}.json"
+
+
+def _ask_to_start(server_pid: int) -> int:
+    """Ask the Jupyter server to start its dev server unless it runs; the node's pid."""
+    server = jupyter_server_info(server_pid)
+    url, token = server["url"], str(server.get("token", ""))
+    server_file = _jupyter_server_file(server_pid)
     try:
         start_url = check_url(f"{url.rstrip('/')}/apinode/api/dev/start")
     except NodeError as error:

@@ -18,6 +18,7 @@ from traitlets import Float
 from .designer import Designer
 from .devserver import DevServer
 from .handlers import STATIC, default_handlers
+from .served_files import ServedFiles
 
 
 class ApiNodeExtension(ExtensionApp):
@@ -43,11 +44,9 @@ class ApiNodeExtension(ExtensionApp):
         self.dev_server = DevServer(
             os.getpid(), Path(self.serverapp.runtime_dir), self.dev_server_start_timeout, self.dev_server_stop_timeout
         )
-        self.designer = Designer(
-            Path(self.serverapp.root_dir),
-            self.dev_server,
-            bool(getattr(self.serverapp.contents_manager, "allow_hidden", False)),
-        )
+        contents = self.serverapp.contents_manager
+        root_dir = Path(getattr(contents, "root_dir", self.serverapp.root_dir))  # a file manager's own
+        self.designer = Designer(ServedFiles(contents, root_dir), self.dev_server)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)

@@ -1,9 +1,9 @@
 """The extension's HTTP handlers, behind Jupyter's own authentication and authorization.
 
-Each method parses the request and hands off to the designer (apinode.jupyter_ext.designer) in
-a worker thread, since its calls block; `call` turns the errors a user can act on into HTTP
-errors with their message (400 for a bad notebook or request, 404, 403, 502 when the dev
-server fails), so the page and the panel show one line, not a traceback. The authorization
+Each method parses the request and awaits the designer (apinode.jupyter_ext.designer), which
+runs what blocks in worker threads; `call` turns the errors a user can act on into HTTP errors
+with their message (400 for a bad notebook or request, 404, 403, 502 when the dev server
+fails), so the page and the panel show one line, not a traceback. The authorization
 resource is "apinode", so an Authorizer can grant or refuse the dev loop as a whole.
 
 The proxy passes `/apinode/dev/<path>` on to the dev server's own URL (so the browser reaches
@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -47,10 +47,10 @@ class ApiNodeHandler(ExtensionHandlerMixin, APIHandler):
     def designer(self) -> Designer:
         return self.extensionapp.designer  # type: ignore[attr-defined,no-any-return]
 
-    async def call(self, function: Callable[..., _T], *args: Any) -> _T:
-        """`function(*args)` in a worker thread (it blocks); user errors become HTTP errors."""
+    async def call(self, work: Awaitable[_T]) -> _T:
+        """The result of `work`; the errors a user can act on become HTTP errors."""
         try:
-            return await asyncio.to_thread(function, *args)
+            return await work
         except DesignerError as error:
             raise web.HTTPError(error.status, error.message) from None
         except (DefinitionError, MagicUsageError, BundleError) as error:
@@ -75,21 +75,21 @@ class EndpointsHandler(ApiNodeHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish(await self.call(self.designer.endpoints, self.get_query_argument("path", "")))
+        self.finish(await self.call(self.designer.endpoints(self.get_query_argument("path", ""))))
 
 
 class DeployHandler(ApiNodeHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self.finish(await self.call(self.designer.deploy, *self.body("path")))
+        self.finish(await self.call(self.designer.deploy(*self.body("path"))))
 
 
 class PlayHandler(ApiNodeHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self.finish(await self.call(self.designer.play, *self.body("path", "service", "endpoint")))
+        self.finish(await self.call(self.designer.play(*self.body("path", "service", "endpoint"))))
 
 
 class StartHandler(ApiNodeHandler):
@@ -98,7 +98,7 @@ class StartHandler(ApiNodeHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        info = await self.call(self.designer.dev_server.ensure)
+        info = await self.call(asyncio.to_thread(self.designer.dev_server.ensure))
         self.finish({"url": info.url, "pid": info.pid})
 
 
@@ -107,7 +107,7 @@ class BundleHandler(ApiNodeHandler):
     @authorized
     async def get(self) -> None:
         name, content = await self.call(
-            self.designer.bundle, self.get_query_argument("path", ""), self.get_query_argument("service", "")
+            self.designer.bundle(self.get_query_argument("path", ""), self.get_query_argument("service", ""))
         )
         self.set_header("Content-Disposition", f'attachment; filename="{name}"')
         self.finish(content, set_content_type="application/zip")
@@ -127,7 +127,7 @@ class DevProxyHandler(ApiNodeHandler):
         await self.forward(path)
 
     async def forward(self, path: str) -> None:
-        info = await self.call(self.designer.dev_server.ensure)
+        info = await self.call(asyncio.to_thread(self.designer.dev_server.ensure))
         query = f"?{self.request.query}" if self.request.query else ""
         response = await AsyncHTTPClient().fetch(
             f"{info.url}/{urllib.parse.quote(path)}{query}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from IPython.core.magic import (
     magics_class,
     no_var_expand,
 )
+from IPython.display import display
 
 from ..packaging.bundles import BundleError
 from ..packaging.definitions import DefinitionError
@@ -173,13 +175,21 @@ class ApiMagics(Magics):
     @no_var_expand
     @line_magic
     @_one_line_errors
-    def api_dev(self, line: str) -> Any:
-        """Deploy a service to this Jupyter server's dev server; says whether each function loads."""
-        from .devclient import (
-            deploy_registered,  # the dev server's client needs jupyter_core
+    def api_dev(self, line: str) -> None:
+        """Deploy a service to this Jupyter server's dev server; says whether each function loads,
+        and where the API designer shows this notebook."""
+        from .designer_link import designer_link
+        from .devclient import (  # the dev server's client needs jupyter_core
+            deploy_registered,
+            jupyter_server_info,
+            jupyter_server_pid,
         )
 
-        return deploy_registered(self.registry, _parse(_service_parser("usage: %api_dev SERVICE"), line).service)
+        service = _parse(_service_parser("usage: %api_dev SERVICE"), line).service
+        deployment = deploy_registered(self.registry, service)
+        notebook = os.environ.get("JPY_SESSION_NAME")  # set by jupyter_server for a notebook's kernel
+        link = designer_link(jupyter_server_info(jupyter_server_pid()), notebook)
+        display(deployment, link)  # type: ignore[no-untyped-call]
 
     @no_var_expand
     @line_magic

@@ -77,6 +77,15 @@ def _endpoint_json(registration: EndpointRegistration) -> dict[str, Any]:
 
 def read_notebook_services(path: Path) -> dict[str, StagedService]:
     """Every service a notebook defines, by id, in order of first appearance."""
+    return stage_notebook_services(path, read_notebook_registrations(path))
+
+
+def read_notebook_registrations(path: Path) -> dict[str, list[EndpointRegistration]]:
+    """Every service's endpoints as the notebook's cells register them, by service id.
+
+    Only the notebook is read: the folders its cells name are not looked at, so that a caller
+    can check them first (the Jupyter extension does, against what the server may serve).
+    """
     cells: dict[str, dict[str, tuple[EndpointMagic, str]]] = {}
     queries: dict[tuple[str, str], tuple[TestQuery, ...]] = {}
     query_cells: dict[tuple[str, str], str] = {}
@@ -100,29 +109,53 @@ def read_notebook_services(path: Path) -> dict[str, StagedService]:
                 f"{where}: test queries for {service}/{endpoint}, which no {ENDPOINT_MAGIC} cell defines"
             )
     return {
-        service: stage_registrations(
-            service,
-            [
-                EndpointRegistration(magic, code, queries.get((service, endpoint), ()))
-                for endpoint, (magic, code) in endpoints.items()
-            ],
-            path.parent,
-            str(path),
-        )
+        service: [
+            EndpointRegistration(magic, code, queries.get((service, endpoint), ()))
+            for endpoint, (magic, code) in endpoints.items()
+        ]
         for service, endpoints in cells.items()
     }
 
 
+def stage_notebook_services(
+    path: Path, registrations: dict[str, list[EndpointRegistration]]
+) -> dict[str, StagedService]:
+    """Stage the services registered by the notebook at `path` (folders relative to it)."""
+    return {
+        service: stage_registrations(service, endpoints, path.parent, str(path))
+        for service, endpoints in registrations.items()
+    }
+
+
 def _code_cells(path: Path) -> list[str]:
-    """The sources of a notebook's cells, code cells only (others as "", to keep numbering)."""
+    """The sources of a notebook's cells, code cells only (others as "", to keep numbering).
+
+    A file that is not a notebook is refused with what is wrong with it, quoting none of it:
+    the file may hold anything (nbformat's own messages quote its first characters).
+    """
     import nbformat  # here: only notebook sources need it, and the node runs without Jupyter
 
     try:
         notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
-    except (OSError, ValueError, nbformat.ValidationError) as error:
-        summary = str(error).strip().splitlines()[0]  # schema errors run over many lines
-        raise DefinitionError(f"{path}: not a readable notebook: {summary}") from None
-    return [cell.source if cell.cell_type == "code" else "" for cell in notebook.cells]
+        return [_code_source(cell) for cell in notebook.cells]
+    except OSError as error:
+        raise DefinitionError(f"{path}: cannot be read: {error.strerror or type(error).__name__}") from None
+    except UnicodeDecodeError:
+        why = "it is not UTF-8 text"
+    except nbformat.reader.NotJSONError:
+        why = "it is not JSON"
+    # nbformat reads any JSON and fails on what is not a notebook's shape with these
+    except (ValueError, TypeError, AttributeError, KeyError, nbformat.ValidationError):
+        why = "its JSON is not in the notebook format (nbformat 4)"
+    raise DefinitionError(f"{path}: not a readable notebook: {why}")
+
+
+def _code_source(cell: Any) -> str:
+    if cell.get("cell_type") != "code":
+        return ""
+    if not isinstance(cell.get("source"), str):
+        raise TypeError("a code cell's source is not text")
+    return str(cell["source"])
 
 
 def stage_notebook(path: Path, service_id: str | None = None) -> StagedService:
