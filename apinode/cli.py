@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from .client import NodeClient, NodeError
 from .node import eventloop
-from .node.admin_client import ADMIN_COMMANDS, AdminApiError, AdminClient
 from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.errors import ApiError
 from .node.interpreters import codeenv_python, data_dir_cache, env_users, run_cache
@@ -27,7 +30,7 @@ from .packaging.codeenvs import CodeEnvCache, CodeEnvError
 from .packaging.definitions import DefinitionError, ServiceDef
 from .packaging.staging import stage_source
 from .packaging.wheelhouse import with_wheelhouses
-from .playback import NodeError, play_source
+from .playback import play_source
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12000
@@ -248,11 +251,69 @@ def _admin(args: argparse.Namespace) -> int:
     command = ADMIN_COMMANDS[args.admin_command]
     values = [getattr(args, arg.lower()) for arg in command.args]
     try:
-        answer = command.call(AdminClient(args.url, args.key), *values)
-    except AdminApiError as error:
+        answer = command.call(NodeClient(args.url, args.key), *values)
+    except NodeError as error:
         raise CommandError(str(error)) from None
     print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+@dataclass(frozen=True)
+class AdminCommand:
+    """One `apinode admin` command (named as DSS's apinode-admin names it)."""
+
+    help: str
+    args: tuple[str, ...]  # argument names, as the command line shows them
+    call: Callable[..., Any]  # (client, *args) -> the node's answer
+
+
+def _mapping(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise CommandError(
+            f"MAPPING is not JSON ({error}); expected "
+            '\'{"entries": [{"generation": "g1", "proba": 1}], "hashBased": false}\''
+        ) from None
+
+
+def _action(action: str) -> AdminCommand:
+    return AdminCommand(_ACTION_HELP[action], ("SERVICE",), lambda node, service: node.action(service, action))
+
+
+_ACTION_HELP = {
+    "switchToNewest": "serve the generation imported last",
+    "enable": "serve the service again",
+    "disable": "stop serving the service (404), keeping it on disk",
+}
+ADMIN_COMMANDS: dict[str, AdminCommand] = {
+    "services-list": AdminCommand("list the services and their state", (), NodeClient.services),
+    "service-create": AdminCommand(
+        "create a service (with no generation yet)", ("SERVICE",), NodeClient.create_service
+    ),
+    "service-delete": AdminCommand(
+        "stop a service and delete it with its generations", ("SERVICE",), NodeClient.delete_service
+    ),
+    "service-import-generation": AdminCommand(
+        "send a bundle (.zip) to the node as a new generation of the service",
+        ("SERVICE", "BUNDLE"),
+        lambda node, service, bundle: {"generation": node.upload(service, Path(bundle))},
+    ),
+    "service-list-generations": AdminCommand("list the service's generations", ("SERVICE",), NodeClient.generations),
+    "service-switch-to-newest": _action("switchToNewest"),
+    "service-switch-to-generation": AdminCommand(
+        "serve one generation", ("SERVICE", "GENERATION"), NodeClient.switch_to
+    ),
+    "service-set-mapping": AdminCommand(
+        "split traffic between generations, e.g. "
+        '\'{"entries": [{"generation": "g1", "proba": 0.9}, {"generation": "g2", "proba": 0.1}]}\'',
+        ("SERVICE", "MAPPING"),
+        lambda node, service, mapping: node.action(service, "setMapping", _mapping(mapping)),
+    ),
+    "service-enable": _action("enable"),
+    "service-disable": _action("disable"),
+    "metrics-get": AdminCommand("the node's metrics as JSON", (), NodeClient.metrics),
+}
 
 
 def _envs(args: argparse.Namespace) -> int:

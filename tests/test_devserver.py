@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from support import alive, children, cmdline, eventually, write_notebook
 
+from apinode.client import NodeClient, NodeError
 from apinode.jupyter_ext.devclient import kernel_dev_server
 from apinode.jupyter_ext.devserver import DevServer, DevServerError, find_dev_server
-from apinode.playback import post
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -134,7 +134,7 @@ async def test_a_kernel_does_not_take_a_dead_dev_server_for_a_running_one(jp_fet
     os.kill(dead.pid, 0)  # not reaped yet: kill -0 still says it is there
     info = await asyncio.to_thread(kernel_dev_server, os.getpid())
     assert info.pid != dead.pid and info == extension.dev_server.running
-    assert post(f"{info.url}/admin/api/services/", b'{"serviceId": "x"}', info.admin_key)[0] == 200
+    assert NodeClient(info.url, info.admin_key).create_service("x")["id"] == "x"
 
 
 def test_ensure_after_stop_refuses_to_start_an_orphan(tmp_path):
@@ -196,11 +196,13 @@ def test_the_nodes_check_route_needs_the_admin_key_and_an_imported_generation(tm
     server = DevServer(os.getpid(), tmp_path, start_timeout=60, stop_timeout=10)
     info = server.ensure()
     try:
-        services = f"{info.url}/admin/api/services"
-        assert post(f"{services}/", b'{"serviceId": "echo"}', info.admin_key)[0] == 200
-        check = f"{services}/echo/generations/g-nope/check"
-        assert post(check, b"", None)[0] == 401
-        status, body = post(check, b"", info.admin_key)
-        assert status == 404 and "no generation 'g-nope'" in json.loads(body)["message"]
+        admin = NodeClient(info.url, info.admin_key)
+        admin.create_service("echo")
+        with pytest.raises(NodeError) as unauthorized:
+            NodeClient(info.url).check("echo", "g-nope")
+        assert unauthorized.value.status == 401
+        with pytest.raises(NodeError) as missing:
+            admin.check("echo", "g-nope")
+        assert missing.value.status == 404 and "no generation 'g-nope'" in missing.value.message
     finally:
         server.stop()

@@ -38,7 +38,8 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_runtime_dir, secure_write
 
-from ..playback import ANNOUNCED, NodeError, stop_child
+from ..client import NodeError
+from ..playback import ANNOUNCED, stop_child
 
 _POLL_INTERVAL = 0.02
 _LOG_TAIL_LINES = 20

@@ -25,10 +25,10 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 
+from ..client import NodeError
 from ..packaging.bundles import BundleError
 from ..packaging.definitions import DefinitionError
 from ..packaging.magic_syntax import MagicUsageError
-from ..playback import NodeError
 from .designer import Designer, DesignerError
 
 AUTH_RESOURCE = "apinode"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ..packaging.definitions import NO_EXPECTED
 from ..packaging.magic_syntax import ENDPOINT_MAGIC
 from ..packaging.notebooks import EndpointRegistration
-from ..playback import QueryResult
+from ..results import QueryResult
 from ..runtime.errors import error_json
 from ..runtime.invoke import Invoker, Outcome
 from ..runtime.loader import LoadError, load_function
