@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from .client import NodeClient, NodeError
+from .localnode import READY_FILE_OPTION, LocalNode, write_ready_file
 from .node import eventloop
 from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.errors import ApiError
@@ -30,7 +31,7 @@ from .packaging.codeenvs import CodeEnvCache, CodeEnvError
 from .packaging.definitions import DefinitionError, ServiceDef
 from .packaging.staging import stage_source
 from .packaging.wheelhouse import with_wheelhouses
-from .playback import play_source
+from .results import Report
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12000
@@ -141,6 +142,12 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_MB,
         help=f"largest request body accepted, in MiB (default {DEFAULT_MAX_BODY_MB})",
     )
+    command.add_argument(
+        READY_FILE_OPTION,
+        type=Path,
+        metavar="PATH",
+        help='once listening, write {"url": ..., "pid": ...} to PATH (atomically), for programs that start the node',
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -154,12 +161,35 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
+    """Play the source's test queries on the node at --url, or else on a node started from it."""
+    definition = stage_source(args.source, args.service).definition
+    if not any(endpoint.test_queries for endpoint in definition.endpoints):
+        raise DefinitionError(f"{args.source}: service {definition.id!r} has no test queries to play")
+    key = args.key
+    if key is None and not definition.public_access and definition.api_keys:
+        key = definition.api_keys[0]
     try:
-        report = play_source(args.source, args.url, args.service, args.key)
+        if args.url is not None:
+            report = _play(NodeClient(args.url, key), args.url, definition)
+        else:
+            with LocalNode("run", str(args.source), "--service", definition.id) as node:
+                report = _play(NodeClient(node.url, key), node.url, definition)
     except NodeError as exc:
         raise CommandError(str(exc)) from None
     print(report)
     return 0 if report.passed else 1
+
+
+def _play(node: NodeClient, url: str, definition: ServiceDef) -> Report:
+    """Every test query of every endpoint of a service, played in order."""
+    return Report(
+        f"service {definition.id} at {url}",
+        tuple(
+            node.play(definition.id, endpoint.id, query)
+            for endpoint in definition.endpoints
+            for query in endpoint.test_queries
+        ),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -173,12 +203,11 @@ def _run(args: argparse.Namespace) -> int:
         for endpoint in definition.endpoints:  # an env that cannot be built ends `run`, saying why
             codeenv_python(code_envs, endpoint, store.generation_dir(definition.id, str(definition.generation)))
 
-        def announce(port: int, services: ServiceManager) -> None:
+        def announce(base: str, services: ServiceManager) -> None:
             service = services.services[definition.id]
             if not service.loaded:  # the generation did not load at all (its code env, say)
                 raise CommandError(f"service {definition.id!r} did not load: {service.problem}")
             endpoints = next(iter(service.loaded.values())).endpoints
-            base = f"http://{_reachable(args.host)}:{port}"
             print(f"apinode: serving service {definition.id!r} (generation {definition.generation}) at {base}")
             for endpoint_id, endpoint in endpoints.items():
                 failure = endpoint.pool.failure
@@ -198,10 +227,8 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     store = DataDir(args.data_dir)
 
-    def announce(port: int, services: ServiceManager) -> None:
-        print(
-            f"apinode: serving {len(services.services)} service(s) from {store.root} at http://{_reachable(args.host)}:{port}"
-        )
+    def announce(base: str, services: ServiceManager) -> None:
+        print(f"apinode: serving {len(services.services)} service(s) from {store.root} at {base}")
         for service in services.services.values():
             state = service.state
             serving = ", ".join(state.selected()) or "no generation"
@@ -215,18 +242,33 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_data_dir(
-    store: DataDir, args: argparse.Namespace, announce: Callable[[int, ServiceManager], None], code_envs: CodeEnvCache
+    store: DataDir, args: argparse.Namespace, announce: Callable[[str, ServiceManager], None], code_envs: CodeEnvCache
 ) -> None:
-    eventloop.run(
-        serve(
-            store,
-            code_envs,
-            args.host,
-            args.port,
-            max_body_bytes=int(args.max_body_mb * (1 << 20)),
-            on_listening=announce,
+    """Serve until stopped; once listening, `announce` it to people, then in the ready file."""
+    ready_file: Path | None = args.ready_file
+
+    def listening(port: int, services: ServiceManager) -> None:
+        base = f"http://{_reachable(args.host)}:{port}"
+        announce(base, services)
+        if ready_file is not None:
+            write_ready_file(ready_file, base)
+
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # a stale one would say a stopped node is ready
+    try:
+        eventloop.run(
+            serve(
+                store,
+                code_envs,
+                args.host,
+                args.port,
+                max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                on_listening=listening,
+            )
         )
-    )
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)  # the node no longer serves
 
 
 def _admin_key_create(args: argparse.Namespace) -> int:

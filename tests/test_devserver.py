@@ -138,8 +138,7 @@ async def test_a_kernel_does_not_take_a_dead_dev_server_for_a_running_one(jp_fet
 
 
 def test_ensure_after_stop_refuses_to_start_an_orphan(tmp_path):
-    announce = 'echo "apinode: serving 0 service(s) from d at http://127.0.0.1:9"'
-    python = fake_python(tmp_path, f"{announce}; exec sleep 300")
+    python = fake_python(tmp_path, f"{READY}; exec sleep 300")
     server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=5, python=python)
     server.stop()  # Jupyter stops before anyone used the dev server
     with pytest.raises(DevServerError, match="Jupyter is stopping"):
@@ -147,7 +146,8 @@ def test_ensure_after_stop_refuses_to_start_an_orphan(tmp_path):
     assert server.running is None and not list(tmp_path.glob("apinode-devserver-*"))
 
 
-# A stand-in for `python -m apinode.cli ...`: "$3" is the command.
+# A stand-in for `python -m apinode.cli ...`: "$3" is the command, the last argument the ready file.
+READY = 'for ready; do :; done; echo \'{"url": "http://127.0.0.1:9", "pid": 1}\' > "$ready"'
 FAKE_PYTHON = """#!/bin/sh
 case "$3" in
   admin-key-create) echo "the-key" ;;
@@ -172,8 +172,7 @@ def test_a_node_that_exits_at_start_is_reported_with_its_output(tmp_path):
 
 
 def test_a_node_that_ignores_sigterm_is_killed(tmp_path):
-    announce = 'echo "apinode: serving 0 service(s) from d at http://127.0.0.1:9"'
-    python = fake_python(tmp_path, f"trap '' TERM; {announce}; exec sleep 300")  # SIGTERM stays ignored
+    python = fake_python(tmp_path, f"trap '' TERM; {READY}; exec sleep 300")  # SIGTERM stays ignored
     server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=0.5, python=python)
     info = server.ensure()
     assert info.url == "http://127.0.0.1:9" and info.admin_key == "the-key"

@@ -12,6 +12,8 @@ import requests
 from dataikuapi.utils import DataikuException
 from support import NodeProcess, apinode, make_admin_key, make_bundle
 
+from apinode.localnode import NodeStartError
+
 
 @contextlib.contextmanager
 def serving(data_dir, key):
@@ -80,7 +82,7 @@ def test_everything_survives_a_restart(tmp_path):
 def test_one_node_per_data_directory(tmp_path):
     first = NodeProcess("serve", "--data-dir", str(tmp_path))
     try:
-        with pytest.raises(RuntimeError, match="another node is serving this data directory"):
+        with pytest.raises(NodeStartError, match="another node is serving this data directory"):
             NodeProcess("serve", "--data-dir", str(tmp_path))
     finally:
         assert first.stop() == 0
