@@ -31,7 +31,7 @@ from .packaging.codeenvs import CodeEnvCache, CodeEnvError
 from .packaging.definitions import DefinitionError, ServiceDef
 from .packaging.staging import stage_source
 from .packaging.wheelhouse import with_wheelhouses
-from .results import Report
+from .results import Report, text_table
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12000
@@ -210,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
             endpoints = next(iter(service.loaded.values())).endpoints
             print(f"apinode: serving service {definition.id!r} (generation {definition.generation}) at {base}")
             for endpoint_id, endpoint in endpoints.items():
-                failure = endpoint.pool.failure
+                failure = endpoint.failure
                 if failure is not None:
                     print(
                         f"endpoint {endpoint_id!r} failed to load: {failure.message}\n{failure.traceback}",
@@ -371,7 +371,7 @@ def _envs(args: argparse.Namespace) -> int:
                     f"({_megabytes(entry.size_bytes)}) {' '.join(entry.requirements)}"
                 )
         return 0
-    rows = [("KEY", "SIZE", "REQUIREMENTS", "USED BY")] + [
+    rows = [
         (
             entry.key + ("" if entry.complete else " (incomplete)"),
             _megabytes(entry.size_bytes),
@@ -380,9 +380,7 @@ def _envs(args: argparse.Namespace) -> int:
         )
         for entry in entries
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    for row in rows:
-        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[3]]))
+    print(text_table(("KEY", "SIZE", "REQUIREMENTS", "USED BY"), rows, cell_width=None))
     print(f"{len(entries)} code env(s) in {cache.root}")
     return 0
 

@@ -106,3 +106,8 @@ def test_text_table_cuts_long_cells_to_one_line():
 )
 def test_describe_error(body, shown):
     assert describe_error(body) == shown
+
+
+def test_text_table_keeps_whole_cells_when_asked():
+    table = text_table(("a", "b"), [("x" * 100, "y")], cell_width=None)
+    assert table.splitlines()[1] == "x" * 100 + "  y"

@@ -37,8 +37,8 @@ from ..packaging.staging import StagedService
 from ..results import QueryResult, describe_error, text_table
 from .deploy import deploy_bundle
 from .devserver import DevServerError, DevServerInfo, find_dev_server, runtime_file
+from .html_tables import RichReport, html_table
 from .kernel_endpoints import KernelEndpoints
-from .results import RichReport, html_table
 
 _START_TIMEOUT = 120.0  # a start asked by a kernel: the admin key, then the node's start-up
 LOAD_HEADERS = ("endpoint", "loads", "error")

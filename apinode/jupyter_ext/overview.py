@@ -9,7 +9,7 @@ from ..packaging.definitions import PoolSettings
 from ..packaging.magic_syntax import ENDPOINT_USAGE
 from ..packaging.notebooks import EndpointRegistration
 from ..results import text_table
-from .results import html_table
+from .html_tables import html_table
 
 HEADERS = ("service", "endpoint", "function", "folders", "requirements", "pool", "test queries")
 

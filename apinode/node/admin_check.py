@@ -45,7 +45,7 @@ async def check_generation(services: ServiceManager, service_id: str, generation
     services.check_imported(service, generation)
     loaded = await services.load(service, generation, strict=False)
     try:
-        return {endpoint_id: _status(endpoint.pool.failure) for endpoint_id, endpoint in loaded.endpoints.items()}
+        return {endpoint_id: _status(endpoint.failure) for endpoint_id, endpoint in loaded.endpoints.items()}
     finally:
         await loaded.close(0)
 

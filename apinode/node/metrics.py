@@ -56,7 +56,7 @@ def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "queueDepth": pool.queued,
         "pipelines": {"alive": pool.size, "busy": pool.busy},
         "rejections": pool.rejected,
-        "loadFailed": pool.failure is not None,
+        "loadFailed": endpoint.failure is not None,
     }
 
 
