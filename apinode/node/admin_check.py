@@ -10,7 +10,7 @@ the node: no state is written, no request is routed to what it loads.
 The traceback is the author's own code's (they hold an admin key); callers of the public API
 never see one.
 
-Concurrency: on the event loop, like the registry; it takes no service lock, since the
+Concurrency: on the event loop, like the service manager; it takes no service lock, since the
 generation it loads is its own, never shared with traffic or with a switch.
 """
 
