@@ -75,8 +75,8 @@ class LocalNode:
     """`program *args --port 0 --ready-file PATH` as a child process; ready once constructed.
 
     `url` is where it serves, `process` the child, `output` its log so far (in `log`, by
-    default in a temporary directory that `stop` removes, keeping the output in memory). `new_session` keeps a Ctrl-C
-    meant for the parent away from the node.
+    default in a temporary directory that `stop` removes, keeping the output in memory).
+    `new_session` keeps a Ctrl-C meant for the parent away from the node.
     """
 
     def __init__(
@@ -92,15 +92,19 @@ class LocalNode:
         self._stopped_output: str | None = None
         self.log = log or self._workdir / "node.log"
         ready_file = self._workdir / "ready.json"
-        with self.log.open("wb") as output:
-            self.process = subprocess.Popen(
-                [*program, *args, "--port", "0", READY_FILE_OPTION, str(ready_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=None if env is None else {**os.environ, **env},
-                start_new_session=new_session,
-            )
+        try:
+            with self.log.open("wb") as output:
+                self.process = subprocess.Popen(
+                    [*program, *args, "--port", "0", READY_FILE_OPTION, str(ready_file)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=None if env is None else {**os.environ, **env},
+                    start_new_session=new_session,
+                )
+        except BaseException:  # no child: nothing to stop, only the directory to remove
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            raise
         try:
             ready = self._wait_ready(ready_file, ready_timeout)
         except BaseException:

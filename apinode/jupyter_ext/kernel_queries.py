@@ -20,7 +20,7 @@ from ..packaging.notebooks import EndpointRegistration
 from ..results import QueryResult
 from ..runtime.errors import error_json
 from ..runtime.invoke import Invoker, Outcome
-from ..runtime.loader import LoadError, load_function, module_name
+from ..runtime.loader import LoadError, endpoint_module_name, load_function
 from .html_tables import RichReport
 from .kernel_endpoints import KernelEndpoints, NotRegistered
 
@@ -76,7 +76,7 @@ def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: s
                 filename,
                 registration.magic.function,
                 [str(folder) for folder in folders],
-                module_name(name),  # as pipelines do
+                endpoint_module_name(name),  # as pipelines do
             )
         )
     except LoadError as error:

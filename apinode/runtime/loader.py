@@ -22,7 +22,7 @@ class LoadError(Exception):
         self.traceback = traceback
 
 
-def module_name(endpoint: str) -> str:
+def endpoint_module_name(endpoint: str) -> str:
     """The module an endpoint's code runs as (`SERVICE/ENDPOINT` made an identifier), in a
     pipeline and in the kernel alike."""
     return "apinode_endpoint_" + endpoint.replace("/", "_").replace("-", "_")

@@ -15,11 +15,11 @@ from typing import Any
 
 from . import framing
 from .invoke import Invoker
-from .loader import LoadError, load_function_file, module_name
+from .loader import LoadError, endpoint_module_name, load_function_file
 
 
 def _load(spec: dict[str, Any]) -> Invoker:
-    name = module_name(spec["name"])
+    name = endpoint_module_name(spec["name"])
     return Invoker(load_function_file(spec["code"], spec["function"], spec["folders"], name))
 
 
