@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from .client import NodeClient, NodeError
+from .localnode import READY_FILE_OPTION, LocalNode, write_ready_file
 from .node import eventloop
-from .node.admin_client import ADMIN_COMMANDS, AdminApiError, AdminClient
 from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.errors import ApiError
 from .node.interpreters import codeenv_python, data_dir_cache, env_users, run_cache
@@ -27,7 +31,7 @@ from .packaging.codeenvs import CodeEnvCache, CodeEnvError
 from .packaging.definitions import DefinitionError, ServiceDef
 from .packaging.staging import stage_source
 from .packaging.wheelhouse import with_wheelhouses
-from .playback import NodeError, play_source
+from .results import Report, text_table
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12000
@@ -138,6 +142,12 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_MB,
         help=f"largest request body accepted, in MiB (default {DEFAULT_MAX_BODY_MB})",
     )
+    command.add_argument(
+        READY_FILE_OPTION,
+        type=Path,
+        metavar="PATH",
+        help='once listening, write {"url": ..., "pid": ...} to PATH (atomically), for programs that start the node',
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -151,12 +161,35 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
+    """Play the source's test queries on the node at --url, or else on a node started from it."""
+    definition = stage_source(args.source, args.service).definition
+    if not any(endpoint.test_queries for endpoint in definition.endpoints):
+        raise DefinitionError(f"{args.source}: service {definition.id!r} has no test queries to play")
+    key = args.key
+    if key is None and not definition.public_access and definition.api_keys:
+        key = definition.api_keys[0]
     try:
-        report = play_source(args.source, args.url, args.service, args.key)
+        if args.url is not None:
+            report = _play(NodeClient(args.url, key), args.url, definition)
+        else:
+            with LocalNode("run", str(args.source), "--service", definition.id) as node:
+                report = _play(NodeClient(node.url, key), node.url, definition)
     except NodeError as exc:
         raise CommandError(str(exc)) from None
     print(report)
     return 0 if report.passed else 1
+
+
+def _play(node: NodeClient, url: str, definition: ServiceDef) -> Report:
+    """Every test query of every endpoint of a service, played in order."""
+    return Report(
+        f"service {definition.id} at {url}",
+        tuple(
+            node.play(definition.id, endpoint.id, query)
+            for endpoint in definition.endpoints
+            for query in endpoint.test_queries
+        ),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -170,15 +203,14 @@ def _run(args: argparse.Namespace) -> int:
         for endpoint in definition.endpoints:  # an env that cannot be built ends `run`, saying why
             codeenv_python(code_envs, endpoint, store.generation_dir(definition.id, str(definition.generation)))
 
-        def announce(port: int, services: ServiceManager) -> None:
+        def announce(base: str, services: ServiceManager) -> None:
             service = services.services[definition.id]
             if not service.loaded:  # the generation did not load at all (its code env, say)
                 raise CommandError(f"service {definition.id!r} did not load: {service.problem}")
             endpoints = next(iter(service.loaded.values())).endpoints
-            base = f"http://{_reachable(args.host)}:{port}"
             print(f"apinode: serving service {definition.id!r} (generation {definition.generation}) at {base}")
             for endpoint_id, endpoint in endpoints.items():
-                failure = endpoint.pool.failure
+                failure = endpoint.failure
                 if failure is not None:
                     print(
                         f"endpoint {endpoint_id!r} failed to load: {failure.message}\n{failure.traceback}",
@@ -195,10 +227,8 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     store = DataDir(args.data_dir)
 
-    def announce(port: int, services: ServiceManager) -> None:
-        print(
-            f"apinode: serving {len(services.services)} service(s) from {store.root} at http://{_reachable(args.host)}:{port}"
-        )
+    def announce(base: str, services: ServiceManager) -> None:
+        print(f"apinode: serving {len(services.services)} service(s) from {store.root} at {base}")
         for service in services.services.values():
             state = service.state
             serving = ", ".join(state.selected()) or "no generation"
@@ -218,18 +248,33 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_data_dir(
-    store: DataDir, args: argparse.Namespace, announce: Callable[[int, ServiceManager], None], code_envs: CodeEnvCache
+    store: DataDir, args: argparse.Namespace, announce: Callable[[str, ServiceManager], None], code_envs: CodeEnvCache
 ) -> None:
-    eventloop.run(
-        serve(
-            store,
-            code_envs,
-            args.host,
-            args.port,
-            max_body_bytes=int(args.max_body_mb * (1 << 20)),
-            on_listening=announce,
+    """Serve until stopped; once listening, `announce` it to people, then in the ready file."""
+    ready_file: Path | None = args.ready_file
+
+    def listening(port: int, services: ServiceManager) -> None:
+        base = f"http://{_reachable(args.host)}:{port}"
+        announce(base, services)
+        if ready_file is not None:
+            write_ready_file(ready_file, base)
+
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # a stale one would say a stopped node is ready
+    try:
+        eventloop.run(
+            serve(
+                store,
+                code_envs,
+                args.host,
+                args.port,
+                max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                on_listening=listening,
+            )
         )
-    )
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)  # the node no longer serves
 
 
 def _admin_key_create(args: argparse.Namespace) -> int:
@@ -254,11 +299,69 @@ def _admin(args: argparse.Namespace) -> int:
     command = ADMIN_COMMANDS[args.admin_command]
     values = [getattr(args, arg.lower()) for arg in command.args]
     try:
-        answer = command.call(AdminClient(args.url, args.key), *values)
-    except AdminApiError as error:
+        answer = command.call(NodeClient(args.url, args.key), *values)
+    except NodeError as error:
         raise CommandError(str(error)) from None
     print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+@dataclass(frozen=True)
+class AdminCommand:
+    """One `apinode admin` command (named as DSS's apinode-admin names it)."""
+
+    help: str
+    args: tuple[str, ...]  # argument names, as the command line shows them
+    call: Callable[..., Any]  # (client, *args) -> the node's answer
+
+
+def _mapping(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise CommandError(
+            f"MAPPING is not JSON ({error}); expected "
+            '\'{"entries": [{"generation": "g1", "proba": 1}], "hashBased": false}\''
+        ) from None
+
+
+def _action(action: str) -> AdminCommand:
+    return AdminCommand(_ACTION_HELP[action], ("SERVICE",), lambda node, service: node.action(service, action))
+
+
+_ACTION_HELP = {
+    "switchToNewest": "serve the generation imported last",
+    "enable": "serve the service again",
+    "disable": "stop serving the service (404), keeping it on disk",
+}
+ADMIN_COMMANDS: dict[str, AdminCommand] = {
+    "services-list": AdminCommand("list the services and their state", (), NodeClient.services),
+    "service-create": AdminCommand(
+        "create a service (with no generation yet)", ("SERVICE",), NodeClient.create_service
+    ),
+    "service-delete": AdminCommand(
+        "stop a service and delete it with its generations", ("SERVICE",), NodeClient.delete_service
+    ),
+    "service-import-generation": AdminCommand(
+        "send a bundle (.zip) to the node as a new generation of the service",
+        ("SERVICE", "BUNDLE"),
+        lambda node, service, bundle: {"generation": node.upload(service, Path(bundle))},
+    ),
+    "service-list-generations": AdminCommand("list the service's generations", ("SERVICE",), NodeClient.generations),
+    "service-switch-to-newest": _action("switchToNewest"),
+    "service-switch-to-generation": AdminCommand(
+        "serve one generation", ("SERVICE", "GENERATION"), NodeClient.switch_to
+    ),
+    "service-set-mapping": AdminCommand(
+        "split traffic between generations, e.g. "
+        '\'{"entries": [{"generation": "g1", "proba": 0.9}, {"generation": "g2", "proba": 0.1}]}\'',
+        ("SERVICE", "MAPPING"),
+        lambda node, service, mapping: node.action(service, "setMapping", _mapping(mapping)),
+    ),
+    "service-enable": _action("enable"),
+    "service-disable": _action("disable"),
+    "metrics-get": AdminCommand("the node's metrics as JSON", (), NodeClient.metrics),
+}
 
 
 def _envs(args: argparse.Namespace) -> int:
@@ -274,7 +377,7 @@ def _envs(args: argparse.Namespace) -> int:
                     f"({_megabytes(entry.size_bytes)}) {' '.join(entry.requirements)}"
                 )
         return 0
-    rows = [("KEY", "SIZE", "REQUIREMENTS", "USED BY")] + [
+    rows = [
         (
             entry.key + ("" if entry.complete else " (incomplete)"),
             _megabytes(entry.size_bytes),
@@ -283,9 +386,7 @@ def _envs(args: argparse.Namespace) -> int:
         )
         for entry in entries
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    for row in rows:
-        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[3]]))
+    print(text_table(("KEY", "SIZE", "REQUIREMENTS", "USED BY"), rows, cell_width=None))
     print(f"{len(entries)} code env(s) in {cache.root}")
     return 0
 

@@ -1,12 +1,16 @@
 """The baseline for bench_node.py: one Tornado process that parses the same JSON, calls the same
-function in-process and answers the same shape. Prints its URL, then serves until killed."""
+function in-process and answers the same shape. Says where it listens in its ready file, as a
+node does (apinode.localnode), then serves until killed."""
 
 import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import tornado.web
+
+from apinode.localnode import READY_FILE_OPTION, write_ready_file
 
 
 def identity(**data):
@@ -30,15 +34,17 @@ class RunHandler(tornado.web.RequestHandler):
         )
 
 
-async def main(port: int) -> None:
+async def main(port: int, ready_file: Path) -> None:
     app = tornado.web.Application([(r"/public/api/v1/([^/]+)/([^/]+)/run", RunHandler)])
     server = app.listen(port, "127.0.0.1")
     bound = next(iter(server._sockets.values())).getsockname()[1]
-    print(f"apinode: serving bare at http://127.0.0.1:{bound}", flush=True)
+    write_ready_file(ready_file, f"http://127.0.0.1:{bound}")
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
-    asyncio.run(main(parser.parse_args().port))
+    parser.add_argument(READY_FILE_OPTION, type=Path, required=True)
+    args = parser.parse_args()
+    asyncio.run(main(args.port, args.ready_file))

@@ -1,74 +1,30 @@
-"""Run a real node as a child process on a free loopback port, for tests and benchmarks."""
+"""Real nodes as child processes on free loopback ports, and other helpers of tests and benchmarks."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from apinode.localnode import LocalNode
 from apinode.packaging.bundles import write_bundle
 from apinode.packaging.staging import stage_directory
 
 SERVICES = Path(__file__).parent / "services"
-READY = re.compile(r"^apinode: serving .* at (http://\S+)$")
 
 
-class NodeProcess:
-    """`apinode <command> ... --port 0`; `url` once it announced itself; its log in `output`.
-
-    `program` replaces `python -m apinode.cli` for a baseline server that announces itself alike.
-    """
-
-    def __init__(
-        self,
-        *args: str,
-        env: dict[str, str] | None = None,
-        ready_timeout: float = 60,
-        program: tuple[str, ...] = (sys.executable, "-m", "apinode.cli"),
-    ) -> None:
-        self.process = subprocess.Popen(
-            [*program, *args, "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: list[str] = []
-        self._url: str | None = None
-        self._announced = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._announced.wait(ready_timeout) or self._url is None:
-            self.stop()
-            raise RuntimeError("the node did not start:\n" + self.output)
-        self.url = self._url
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            match = READY.match(line.strip())
-            if match and self._url is None:
-                self._url = match.group(1)
-                self._announced.set()
-        self._announced.set()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
+class NodeProcess(LocalNode):
+    """A node started as apinode.localnode does, with what tests look at: its output and its
+    pipelines. `program` replaces `python -m apinode.cli` for a baseline server (it writes the
+    ready file alike)."""
 
     def wait_for_output(self, text: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never appeared in the node's output:\n{self.output}")
-            time.sleep(0.02)
+        try:
+            eventually(lambda: text in self.output, timeout)
+        except AssertionError:
+            raise AssertionError(f"{text!r} never appeared in the node's output:\n{self.output}") from None
 
     def pipelines(self, endpoint: str | None = None) -> list[int]:
         """Pids of the node's pipeline processes (of one endpoint, `service/endpoint`)."""
@@ -78,17 +34,6 @@ class NodeProcess:
             if "--endpoint" in argv and (endpoint is None or argv[argv.index("--endpoint") + 1] == endpoint):
                 pids.append(child)
         return pids
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-        finally:
-            self._reader.join(5)
 
 
 def children(pid: int) -> list[int]:

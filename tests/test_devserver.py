@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from support import alive, children, cmdline, eventually, write_notebook
 
+from apinode.client import NodeClient, NodeError
 from apinode.jupyter_ext.designer_link import designer_link
 from apinode.jupyter_ext.devclient import kernel_dev_server
 from apinode.jupyter_ext.devserver import DevServer, DevServerError, find_dev_server
-from apinode.playback import post
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -151,12 +151,11 @@ async def test_a_kernel_does_not_take_a_dead_dev_server_for_a_running_one(jp_fet
     os.kill(dead.pid, 0)  # not reaped yet: kill -0 still says it is there
     info = await asyncio.to_thread(kernel_dev_server, os.getpid())
     assert info.pid != dead.pid and info == extension.dev_server.running
-    assert post(f"{info.url}/admin/api/services/", b'{"serviceId": "x"}', info.admin_key)[0] == 200
+    assert NodeClient(info.url, info.admin_key).create_service("x")["id"] == "x"
 
 
 def test_ensure_after_stop_refuses_to_start_an_orphan(tmp_path):
-    announce = 'echo "apinode: serving 0 service(s) from d at http://127.0.0.1:9"'
-    python = fake_python(tmp_path, f"{announce}; exec sleep 300")
+    python = fake_python(tmp_path, f"{READY}; exec sleep 300")
     server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=5, python=python)
     server.stop()  # Jupyter stops before anyone used the dev server
     with pytest.raises(DevServerError, match="Jupyter is stopping"):
@@ -164,7 +163,8 @@ def test_ensure_after_stop_refuses_to_start_an_orphan(tmp_path):
     assert server.running is None and not list(tmp_path.glob("apinode-devserver-*"))
 
 
-# A stand-in for `python -m apinode.cli ...`: "$3" is the command.
+# A stand-in for `python -m apinode.cli ...`: "$3" is the command, the last argument the ready file.
+READY = 'for ready; do :; done; echo \'{"url": "http://127.0.0.1:9", "pid": 1}\' > "$ready"'
 FAKE_PYTHON = """#!/bin/sh
 case "$3" in
   admin-key-create) echo "the-key" ;;
@@ -189,8 +189,7 @@ def test_a_node_that_exits_at_start_is_reported_with_its_output(tmp_path):
 
 
 def test_a_node_that_ignores_sigterm_is_killed(tmp_path):
-    announce = 'echo "apinode: serving 0 service(s) from d at http://127.0.0.1:9"'
-    python = fake_python(tmp_path, f"trap '' TERM; {announce}; exec sleep 300")  # SIGTERM stays ignored
+    python = fake_python(tmp_path, f"trap '' TERM; {READY}; exec sleep 300")  # SIGTERM stays ignored
     server = DevServer(os.getpid(), tmp_path, start_timeout=30, stop_timeout=0.5, python=python)
     info = server.ensure()
     assert info.url == "http://127.0.0.1:9" and info.admin_key == "the-key"
@@ -213,11 +212,13 @@ def test_the_nodes_check_route_needs_the_admin_key_and_an_imported_generation(tm
     server = DevServer(os.getpid(), tmp_path, start_timeout=60, stop_timeout=10)
     info = server.ensure()
     try:
-        services = f"{info.url}/admin/api/services"
-        assert post(f"{services}/", b'{"serviceId": "echo"}', info.admin_key)[0] == 200
-        check = f"{services}/echo/generations/g-nope/check"
-        assert post(check, b"", None)[0] == 401
-        status, body = post(check, b"", info.admin_key)
-        assert status == 404 and "no generation 'g-nope'" in json.loads(body)["message"]
+        admin = NodeClient(info.url, info.admin_key)
+        admin.create_service("echo")
+        with pytest.raises(NodeError) as unauthorized:
+            NodeClient(info.url).check("echo", "g-nope")
+        assert unauthorized.value.status == 401
+        with pytest.raises(NodeError) as missing:
+            admin.check("echo", "g-nope")
+        assert missing.value.status == 404 and "no generation 'g-nope'" in missing.value.message
     finally:
         server.stop()

@@ -117,19 +117,24 @@ async def test_scales_down_to_cruise_when_work_is_done():
     assert len(factory.alive) == 2
 
 
-async def test_full_queue_rejects_at_once():
-    pool, factory = make(floor=1, ceil=1, cruise=1, queue=1)
+async def one_running_one_queued(queue: int):
+    """A started pool of one pipeline, busy with call b"1", call b"2" queued behind it."""
+    pool, factory = make(floor=1, ceil=1, cruise=1, queue=queue)
     await pool.start()
-    running = asyncio.ensure_future(pool.run(b"1"))
-    queued = asyncio.ensure_future(pool.run(b"2"))
+    calls = [asyncio.ensure_future(pool.run(body)) for body in (b"1", b"2")]
     await settle()
+    return pool, factory, calls
+
+
+async def test_full_queue_rejects_at_once():
+    pool, factory, calls = await one_running_one_queued(queue=1)
     with pytest.raises(QueueFull):
         await pool.run(b"3")
     assert pool.rejected == 1
     factory.made[0].gate.set_result(None)
     await busy_until(factory.made)
     factory.made[0].gate.set_result(None)
-    assert [(await c)[0].payload for c in (running, queued)] == [b"0:1", b"0:2"]
+    assert [(await c)[0].payload for c in calls] == [b"0:1", b"0:2"]
 
 
 async def test_queue_timeout_rejects_at_the_timeout():
@@ -193,11 +198,7 @@ async def test_load_failure_marks_the_pool_failed_without_respawning():
 
 
 async def test_close_drains_running_and_queued_requests_then_stops_everything():
-    pool, factory = make(floor=1, ceil=1, cruise=1, queue=2)
-    await pool.start()
-    first = asyncio.ensure_future(pool.run(b"1"))
-    second = asyncio.ensure_future(pool.run(b"2"))
-    await settle()
+    pool, factory, calls = await one_running_one_queued(queue=2)
     closing = asyncio.ensure_future(pool.close(drain_timeout=5))
     await settle()
     with pytest.raises(PoolClosed):
@@ -206,5 +207,5 @@ async def test_close_drains_running_and_queued_requests_then_stops_everything():
     await busy_until(factory.made)
     factory.made[0].gate.set_result(None)
     await closing
-    assert [(await c)[0].payload for c in (first, second)] == [b"0:1", b"0:2"]
+    assert [(await c)[0].payload for c in calls] == [b"0:1", b"0:2"]
     assert factory.alive == []

@@ -12,6 +12,8 @@ import requests
 from dataikuapi.utils import DataikuException
 from support import NodeProcess, apinode, make_admin_key, make_bundle
 
+from apinode.localnode import NodeStartError
+
 
 @contextlib.contextmanager
 def serving(data_dir, key):
@@ -80,7 +82,7 @@ def test_everything_survives_a_restart(tmp_path):
 def test_one_node_per_data_directory(tmp_path):
     first = NodeProcess("serve", "--data-dir", str(tmp_path))
     try:
-        with pytest.raises(RuntimeError, match="another node is serving this data directory"):
+        with pytest.raises(NodeStartError, match="another node is serving this data directory"):
             NodeProcess("serve", "--data-dir", str(tmp_path))
     finally:
         assert first.stop() == 0
@@ -141,7 +143,7 @@ def test_a_damaged_data_directory_quarantines_what_it_must_and_serves_the_rest(t
             if service_id in damage:  # callers learn that it is down, not the data directory's files
                 assert "out of service" in body["message"] and str(data_dir) not in body["message"]
         for service_id in damage:
-            assert f"ERROR apinode.registry: service {service_id} quarantined: {services / service_id}" in node.output
+            assert f"ERROR apinode.service_manager: service {service_id} quarantined: {services / service_id}" in node.output
         assert "the admin API refuses every call until its key file is repaired" in node.output
         refused = requests.get(f"{node.url}/admin/api/services", auth=(key, ""), timeout=10)
         assert refused.status_code == 503 and refused.json()["errorType"] == "AdminUnavailable"

@@ -21,7 +21,7 @@ from ..packaging.bundles import bundle_bytes
 from ..packaging.definitions import NO_EXPECTED, TestQuery
 from ..packaging.notebooks import read_notebook_registrations, stage_notebook_services
 from ..packaging.staging import StagedService
-from ..playback import RESULT_HEADERS, QueryResult, result_cells
+from ..results import RESULT_HEADERS, QueryResult, result_cells
 from .devclient import deploy_to_dev, play_on_dev
 from .devserver import DevServer
 from .served_files import ServedFiles

@@ -13,7 +13,7 @@ serves on; the node's `generations/<gen>/check` route says, per endpoint, whethe
 loads, with the error and traceback when it does not. Each deployment is a generation of its
 own (`dev-<time>-<random>`), so redeploying an unchanged service reloads it too.
 
-Everything here blocks (urllib).
+Everything here blocks (apinode.client).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import html
 import json
 import os
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,23 +30,15 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
+from ..client import NodeClient, NodeError, request
 from ..packaging.bundles import bundle_bytes
 from ..packaging.definitions import TestQuery
 from ..packaging.staging import StagedService
-from ..playback import (
-    NodeError,
-    QueryResult,
-    check_url,
-    decode_answer,
-    describe_error,
-    play_query,
-    post,
-    text_table,
-)
+from ..results import QueryResult, describe_error, text_table
 from .deploy import deploy_bundle
 from .devserver import DevServerError, DevServerInfo, find_dev_server, runtime_file
+from .html_tables import RichReport, html_table
 from .kernel_endpoints import KernelEndpoints
-from .results import RichReport, html_table
 
 _START_TIMEOUT = 120.0  # a start asked by a kernel: the admin key, then the node's start-up
 LOAD_HEADERS = ("endpoint", "loads", "error")
@@ -145,10 +135,11 @@ def deploy_to_dev(info: DevServerInfo, staged: StagedService) -> DevDeployment:
 
 def _check(info: DevServerInfo, service: str, generation: str) -> tuple[EndpointLoad, ...] | None:
     """Per endpoint, whether the generation's code loads; None if the node cannot say."""
-    url = f"{info.url}/admin/api/services/{service}/generations/{generation}/check"
-    status, body = post(url, b"", info.admin_key)
-    answer = decode_answer(body)
-    if status != 200 or not isinstance(answer, dict):
+    try:
+        answer = NodeClient(info.url, info.admin_key).check(service, generation)
+    except NodeError:
+        return None
+    if not isinstance(answer, dict):
         return None
     return tuple(
         EndpointLoad(endpoint, bool(load["loaded"]), load["error"], load["traceback"])
@@ -164,9 +155,10 @@ def play_on_dev(
     on_result: Callable[[QueryResult], None] | None = None,
 ) -> RichReport:
     """Play test queries on the dev server at `url`, one after the other; `on_result` after each."""
+    node = NodeClient(url)
     results = []
     for query in queries:
-        results.append(play_query(url, service, endpoint, query))
+        results.append(node.play(service, endpoint, query))
         if on_result is not None:
             on_result(results[-1])
     return RichReport(f"{service}/{endpoint} on the dev server", tuple(results))
@@ -226,37 +218,22 @@ def _ask_to_start(server_pid: int) -> int:
     server = jupyter_server_info(server_pid)
     url, token = server["url"], str(server.get("token", ""))
     server_file = _jupyter_server_file(server_pid)
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
     try:
-        start_url = check_url(f"{url.rstrip('/')}/apinode/api/dev/start")
+        answer = request(f"{url.rstrip('/')}/apinode/api/dev/start", "POST", b"{}", headers, _START_TIMEOUT)
     except NodeError as error:
-        raise DevServerError(f"{server_file}: {error}") from None
-    request = urllib.request.Request(
-        start_url,
-        data=b"{}",
-        method="POST",
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=_START_TIMEOUT) as response:
-            body = response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            detail = describe_error(decode_answer(error.read()))
+        raise DevServerError(f"{server_file}: {error}") from None  # not a URL, or nothing answers
+    if not answer.ok:
         hint = (
             f" (it has no token to give kernels: start the dev server from the API designer, {url}apinode/designer)"
-            if error.code in (401, 403)
+            if answer.status in (401, 403)
             else ""
         )
-        raise DevServerError(
-            f"the Jupyter server did not start its dev server: HTTP {error.code} {detail}{hint}"
-        ) from None
-    except (urllib.error.URLError, OSError) as error:
-        raise DevServerError(f"cannot reach the Jupyter server at {url}: {getattr(error, 'reason', error)}") from None
-    except ValueError as error:  # http.client.InvalidURL: a port that is not a number
-        raise DevServerError(f"{server_file}: {error}") from None
+        detail = describe_error(answer.json())
+        raise DevServerError(f"the Jupyter server did not start its dev server: HTTP {answer.status} {detail}{hint}")
     try:
-        return int(json.loads(body)["pid"])
-    except (ValueError, KeyError, TypeError):
+        return int(answer.json()["pid"])
+    except (ValueError, KeyError, TypeError):  # no JSON (NotJson), no pid, or not a number
         raise DevServerError(
             f"the Jupyter server at {url} did not say which dev server runs (is "
             "its apinode extension the same version as the kernel's?)"

@@ -7,8 +7,8 @@ and that server's kernels (`%api_dev`, the panel):
 
 - The owner, `DevServer`, lives in the Jupyter server process. Its first `ensure()` makes a
   data directory and an admin key (`apinode admin-key-create`), starts `apinode serve` on a free
-  loopback port (output to `node.log` beside the data directory, so no pipe can fill up), reads
-  the URL from the line the node prints once it listens, and writes the runtime file
+  loopback port with apinode.localnode (output to `node.log` beside the data directory), learns
+  its URL from the node's ready file once it listens, and writes the runtime file
   `<jupyter runtime dir>/apinode-devserver-<jupyter server pid>.json` {url, adminKey, pid}.
   `stop()` (for good: `ensure()` raises after it) removes the runtime file, sends SIGTERM (the
   node drains and stops its pipelines), waits, kills the node if it is still there (its
@@ -32,16 +32,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_runtime_dir, secure_write
 
-from ..playback import ANNOUNCED, NodeError, stop_child
-
-_POLL_INTERVAL = 0.02
-_LOG_TAIL_LINES = 20
+from ..client import NodeError
+from ..localnode import LocalNode, NodeStartError
 
 
 class DevServerError(NodeError):
@@ -103,7 +100,7 @@ class DevServer:
         self.stop_timeout = stop_timeout
         self.python = python
         self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._node: LocalNode | None = None
         self._workdir: Path | None = None
         self._info: DevServerInfo | None = None
         self._closed = False  # set by stop(): Jupyter is stopping, start no node any more
@@ -111,8 +108,8 @@ class DevServer:
     @property
     def running(self) -> DevServerInfo | None:
         """The node's info while it runs; None before the first `ensure` or after it died."""
-        process, info = self._process, self._info
-        return info if process is not None and process.poll() is None else None
+        node, info = self._node, self._info
+        return info if node is not None and node.process.poll() is None else None
 
     def ensure(self) -> DevServerInfo:
         """The running node, started now if it is not (or no longer) running."""
@@ -140,27 +137,22 @@ class DevServer:
         except DevServerError:
             self._stop_locked()
             raise
-        with log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [
-                    self.python,
-                    "-m",
-                    "apinode.cli",
-                    "serve",
-                    "--data-dir",
-                    str(data_dir),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # a Ctrl-C meant for Jupyter (which asks first) is not for it
-        url = self._announced_url(self._process, log_path)
-        self._info = DevServerInfo(url, key, self._process.pid)
+        try:
+            self._node = LocalNode(
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                ready_timeout=self.start_timeout,
+                log=log_path,
+                new_session=True,  # a Ctrl-C meant for Jupyter (which asks first) is not for it
+                program=(self.python, "-m", "apinode.cli"),
+            )
+        except NodeStartError as error:
+            self._stop_locked()
+            raise DevServerError(f"the dev server {error.why}:\n{error.tail}") from None
+        self._info = DevServerInfo(self._node.url, key, self._node.pid)
         with secure_write(str(self.runtime_file)) as file:  # 0600: it holds the admin key
             json.dump(self._info.to_json(), file)
         return self._info
@@ -184,30 +176,11 @@ class DevServer:
             )
         return lines[-1]
 
-    def _announced_url(self, process: subprocess.Popen[bytes], log_path: Path) -> str:
-        """Poll the node's log for its URL, until it appears, the node exits, or the deadline."""
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            output = log_path.read_text(errors="replace")
-            match = ANNOUNCED.search(output)
-            if match:
-                return match.group(1)
-            if process.poll() is not None or time.monotonic() > deadline:
-                self._stop_locked()
-                tail = "\n".join(output.splitlines()[-_LOG_TAIL_LINES:]) or "no output"
-                why = (
-                    f"exited with code {process.returncode}"
-                    if process.returncode is not None
-                    else f"did not announce its URL within {self.start_timeout:g} s"
-                )
-                raise DevServerError(f"the dev server {why}:\n{tail}")
-            time.sleep(_POLL_INTERVAL)
-
     def _stop_locked(self) -> None:
-        process, workdir = self._process, self._workdir
-        self._process = self._workdir = self._info = None
+        node, workdir = self._node, self._workdir
+        self._node, self._workdir, self._info = None, None, None
         self.runtime_file.unlink(missing_ok=True)
-        if process is not None:
-            stop_child(process, self.stop_timeout)
+        if node is not None:
+            node.stop(self.stop_timeout)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -25,14 +25,16 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 
+from ..client import NodeError
 from ..packaging.bundles import BundleError
 from ..packaging.definitions import DefinitionError
 from ..packaging.magic_syntax import MagicUsageError
-from ..playback import NodeError
 from .designer import Designer, DesignerError
 
 AUTH_RESOURCE = "apinode"
-PROXY_TIMEOUT = 300.0  # seconds; an endpoint's own timeout is the pool's business
+PROXY_TIMEOUT = 300.0
+"""Seconds the proxy waits for the dev server. A pool bounds only a request's wait in its queue
+(its `timeout`), not how long a call runs, so this bounds a call that never returns."""
 STATIC = Path(__file__).parent / "static"
 _PASSED_HEADERS = ("Retry-After", "WWW-Authenticate", "Allow")
 _T = TypeVar("_T")

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from ..packaging.definitions import NO_EXPECTED
 from ..packaging.magic_syntax import ENDPOINT_MAGIC
 from ..packaging.notebooks import EndpointRegistration
-from ..playback import QueryResult
+from ..results import QueryResult
 from ..runtime.errors import error_json
 from ..runtime.invoke import Invoker, Outcome
-from ..runtime.loader import LoadError, load_function
+from ..runtime.loader import LoadError, endpoint_module_name, load_function
+from .html_tables import RichReport
 from .kernel_endpoints import KernelEndpoints, NotRegistered
-from .results import RichReport
 
 AD_HOC_QUERY = "query"
 """The name a query typed on the `%api_test` line goes by."""
@@ -69,7 +69,6 @@ def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: s
     filename = f"<{ENDPOINT_MAGIC} {name}>"
     # Cached like an IPython cell, so that tracebacks show the endpoint's lines.
     linecache.cache[filename] = (len(registration.code), None, registration.code.splitlines(keepends=True), filename)
-    module_name = "apinode_endpoint_" + name.replace("/", "_").replace("-", "_")  # as pipelines do
     try:
         return Invoker(
             load_function(
@@ -77,7 +76,7 @@ def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: s
                 filename,
                 registration.magic.function,
                 [str(folder) for folder in folders],
-                module_name,
+                endpoint_module_name(name),  # as pipelines do
             )
         )
     except LoadError as error:

@@ -28,6 +28,7 @@ from IPython.core.magic import (
 )
 from IPython.display import display
 
+from ..client import NodeError
 from ..packaging.bundles import BundleError
 from ..packaging.definitions import DefinitionError
 from ..packaging.magic_syntax import (
@@ -39,7 +40,6 @@ from ..packaging.magic_syntax import (
     parse_test_queries_magic,
     split_words,
 )
-from ..playback import NodeError
 from .deploy import deploy_service
 from .globals_check import StandaloneError
 from .kernel_endpoints import KernelEndpoints, NotRegistered

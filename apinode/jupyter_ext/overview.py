@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from ..packaging.definitions import PoolSettings
 from ..packaging.magic_syntax import ENDPOINT_USAGE
 from ..packaging.notebooks import EndpointRegistration
-from ..playback import text_table
-from .results import html_table
+from ..results import text_table
+from .html_tables import html_table
 
 HEADERS = ("service", "endpoint", "function", "folders", "requirements", "pool", "test queries")
 

@@ -27,7 +27,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..packaging.definitions import DefinitionError, TestQuery, parse_json, parse_test_queries
-from ..playback import QueryResult
+from ..results import QueryResult
 from .devclient import deploy_registered, kernel_dev_server, play_on_dev
 from .devserver import DevServerInfo
 from .kernel_endpoints import KernelEndpoints, NotRegistered

@@ -10,7 +10,7 @@ the node: no state is written, no request is routed to what it loads.
 The traceback is the author's own code's (they hold an admin key); callers of the public API
 never see one.
 
-Concurrency: on the event loop, like the registry; it takes no service lock, since the
+Concurrency: on the event loop, like the service manager; it takes no service lock, since the
 generation it loads is its own, never shared with traffic or with a switch.
 """
 
@@ -45,7 +45,7 @@ async def check_generation(services: ServiceManager, service_id: str, generation
     services.check_imported(service, generation)
     loaded = await services.load(service, generation, strict=False)
     try:
-        return {endpoint_id: _status(endpoint.pool.failure) for endpoint_id, endpoint in loaded.endpoints.items()}
+        return {endpoint_id: _status(endpoint.failure) for endpoint_id, endpoint in loaded.endpoints.items()}
     finally:
         await loaded.close(0)
 

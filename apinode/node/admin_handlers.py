@@ -2,7 +2,7 @@
 
 Every call needs an admin key (HTTP Basic user name, empty password), checked in `prepare`
 before anything else, a request body included. Handlers are thin: they read the URL and the
-JSON body, call the registry or the keys, and answer JSON; errors are ApiErrors, shaped by
+JSON body, call the service manager or the keys, and answer JSON; errors are ApiErrors, shaped by
 JsonHandler.write_error like every other error of the node.
 """
 
@@ -113,7 +113,8 @@ class ImportHandler(AdminHandler):
 @tornado.web.stream_request_body
 class UploadHandler(AdminHandler):
     """POST .../generations/actions/upload, the bundle zip as the body: streamed to a temporary
-    file (never whole in memory), then imported like importFromArchive."""
+    file (the request body is never whole in memory), then imported like importFromArchive,
+    which holds the bundle's checked entries in memory while it extracts them."""
 
     upload: Any = None
 

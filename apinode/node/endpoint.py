@@ -14,6 +14,7 @@ import orjson
 
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
+from .errors import EndpointLoadFailed
 from .pipeline import PipelineSpec, ProcessPipeline
 from .pool import Pool
 from .stats import EndpointStats
@@ -50,6 +51,11 @@ class Endpoint:
         self._context = orjson.dumps(
             {"serviceId": service_id, "endpointId": definition.id, "serviceGeneration": generation}
         )
+
+    @property
+    def failure(self) -> EndpointLoadFailed | None:
+        """Why the endpoint's code did not load (its pool then refuses every call); None if it did."""
+        return self.pool.failure
 
     async def run(self, body: bytes, received: float) -> tuple[int, bytes]:
         """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.

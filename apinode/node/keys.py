@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import hmac
 import os
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..packaging.filelock import locked
 from .errors import BadRequest, NotFound
 from .jsonfile import DataDirError, read_json, write_json
 
@@ -171,8 +171,7 @@ class AdminKeys:
     def _changing(self) -> Iterator[list[dict[str, Any]]]:
         """The records to change in place, read and written back under the file lock."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self._lock_path):
             records = self._read()
             yield records
             write_json(self.path, {"keys": records})

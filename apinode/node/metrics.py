@@ -5,7 +5,7 @@ JSON its count, mean, max and estimated quantiles), queue depth, pipelines alive
 rejections (queue full, or queue timeout). Counts belong to a loaded generation: they start at
 zero when it loads and go away when it is unloaded, like a Prometheus series that ends.
 
-A request costs only `EndpointStats.record`. Both renderings walk the registry on the event
+A request costs only `EndpointStats.record`. Both renderings walk the service manager on the event
 loop when asked, a few numbers per endpoint.
 """
 
@@ -60,7 +60,7 @@ def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "queueDepth": pool.queued,
         "pipelines": {"alive": pool.size, "busy": pool.busy},
         "rejections": pool.rejected,
-        "loadFailed": pool.failure is not None,
+        "loadFailed": endpoint.failure is not None,
     }
 
 
@@ -69,7 +69,7 @@ def _ms(seconds: float) -> float:
 
 
 class _NodeCollector(Collector):
-    """Prometheus metric families built from the registry's live state at each scrape;
+    """Prometheus metric families built from the service manager's live state at each scrape;
     private services' series only when `include_private`."""
 
     def __init__(self, services: ServiceManager, include_private: bool) -> None:

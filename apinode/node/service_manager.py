@@ -36,7 +36,7 @@ from .services import LoadedGeneration, Service
 from .store import DataDir, ServiceState
 from .traffic import GenerationMapping
 
-log = logging.getLogger("apinode.registry")
+log = logging.getLogger("apinode.service_manager")
 
 DRAIN_TIMEOUT = 30.0  # seconds a retired generation's requests get to finish
 

@@ -2,7 +2,7 @@
 
 A `Service` holds the generations loaded for it and the traffic split that picks one per request.
 Access control is each generation's: public, or API keys sent as HTTP Basic user names, as its
-service.json says. Changes (loading, switching) are the registry's (apinode.node.service_manager).
+service.json says. Changes (loading, switching) are the service manager's (apinode.node.service_manager).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Service:
     """A service on the node: the operator's state for it, and the generations loaded for it.
 
     `loaded` and `traffic` are replaced together, never mutated, by `serve`; requests read
-    `traffic` once. `lock` serializes the admin changes to this service (see registry).
+    `traffic` once. `lock` serializes the admin changes to this service (see ServiceManager).
     """
 
     def __init__(self, service_id: str, state: ServiceState) -> None:

@@ -14,14 +14,13 @@ extracts into DIR/tmp, and renames the generation into place only once the whole
 every check; its state entry is written after. A crash in between leaves a generation
 directory that the state does not list, which the next import of that generation replaces.
 
-Concurrency: plain synchronous file operations. The registry serializes the changes to one
+Concurrency: plain synchronous file operations. The service manager serializes the changes to one
 service and runs the slow ones (imports, deletions) in a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shutil
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 from ..packaging.bundles import BundleError, extract_bundle
 from ..packaging.definitions import ID_PATTERN, DefinitionError, EndpointDef, PoolSettings, ServiceDef
+from ..packaging.filelock import locked
 from .errors import BadRequest, Conflict
 from .jsonfile import DataDirError, fsync_directory, read_json, write_json
 from .traffic import GenerationMapping
@@ -46,7 +46,7 @@ class ServiceState:
     enabled: bool = True
     active: str | None = None
     mapping: GenerationMapping | None = None
-    imported: dict[str, float] = field(default_factory=dict)  # generation ->
+    imported: dict[str, float] = field(default_factory=dict)  # generation -> when it was imported (epoch s)
 
     def selected(self) -> tuple[str, ...]:
         """The generations that take traffic when the service is enabled."""
@@ -111,11 +111,9 @@ class DataDir:
     def locked(self) -> Iterator[None]:
         """Hold the directory for one node: a second node on it would corrupt its state."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "node.lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise OSError(f"{self.root}: another node is serving this data directory") from None
+        with locked(self.root / "node.lock", wait=False) as held:
+            if not held:
+                raise OSError(f"{self.root}: another node is serving this data directory")
             yield
 
     def prepare(self) -> None:

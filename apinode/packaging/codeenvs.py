@@ -22,15 +22,13 @@ alike (two endpoints loading at once, two nodes sharing a root) take an exclusiv
 The kernel drops a lock with its holder, so a build killed halfway leaves a directory without
 marker, which the next `ensure` removes and builds again. Different keys build in parallel.
 `remove` takes the lock only if it is free, so it never waits for a build nor breaks one. A lock
-file goes with its env (a failed build or `remove` deletes it while holding it): whoever gets
-a lock then checks that the file it locked is still the one at that path, and else locks
-again, so a process that waited on a deleted file never believes it holds the lock.
+file goes with its env (a failed build or `remove` deletes it while holding it), which
+apinode.packaging.filelock allows for.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -39,12 +37,13 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .definitions import CodeEnv
+from .filelock import locked
 from .installers import (
     INSTALLERS,
     Progress,
@@ -148,7 +147,7 @@ class CodeEnvCache:
         say = progress or (lambda line: log.info("code env %s: %s", key, line))
         self.root.mkdir(parents=True, exist_ok=True)
         lock = self.root / f"{key}.lock"
-        with _locked(lock, wait=True):
+        with locked(lock, wait=True):
             if not _is_complete(directory):
                 if directory.exists():
                     say("removing a half-built env")
@@ -212,42 +211,11 @@ class CodeEnvCache:
         if not _KEY.fullmatch(key):
             raise ValueError(f"not a code env key: {key!r}")
         lock = self.root / f"{key}.lock"
-        with _locked(lock, wait=False) as locked:
-            if locked:
+        with locked(lock, wait=False) as held:
+            if held:
                 shutil.rmtree(self.root / key, ignore_errors=True)
                 lock.unlink(missing_ok=True)
-            return locked
-
-
-@contextlib.contextmanager
-def _locked(path: Path, wait: bool) -> Iterator[bool]:
-    """Hold an exclusive flock on the file at `path` (created if needed); yields False if `wait`
-    is False and someone else holds it. The holder may delete the file (see the module doc)."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            if _same_file(fd, path):
-                break
-        except BlockingIOError:
-            os.close(fd)
-            yield False
-            return
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # the file was deleted while we waited for it: lock the new one
-    try:
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
+            return held
 
 
 def _is_complete(directory: Path) -> bool:

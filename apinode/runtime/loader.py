@@ -22,13 +22,20 @@ class LoadError(Exception):
         self.traceback = traceback
 
 
+def endpoint_module_name(endpoint: str) -> str:
+    """The module an endpoint's code runs as (`SERVICE/ENDPOINT` made an identifier), in a
+    pipeline and in the kernel alike."""
+    return "apinode_endpoint_" + endpoint.replace("/", "_").replace("-", "_")
+
+
 def load_function(
     source: str, filename: str, function: str, folders: Sequence[str], module_name: str
 ) -> Callable[..., Any]:
     """Run `source` as module `module_name` and return its `function`, or raise LoadError.
 
-    Messages name the file, not its path: they reach callers, who need not learn the node's
-    directories (the traceback, for the author, has the full path)."""
+    Messages name the file by its base name where they word the failure themselves, though an
+    exception's own text may hold the path (a SyntaxError names it). The traceback, for the
+    author, has the full path."""
     module = types.ModuleType(module_name)
     module.__file__ = filename
     module.folders = list(folders)  # type: ignore[attr-defined]

@@ -16,12 +16,12 @@ from typing import Any
 from . import framing
 from .errors import error_report
 from .invoke import Invoker
-from .loader import LoadError, load_function_file
+from .loader import LoadError, endpoint_module_name, load_function_file
 
 
 def _load(spec: dict[str, Any]) -> Invoker:
-    module_name = "apinode_endpoint_" + spec["name"].replace("/", "_").replace("-", "_")
-    return Invoker(load_function_file(spec["code"], spec["function"], spec["folders"], module_name))
+    name = endpoint_module_name(spec["name"])
+    return Invoker(load_function_file(spec["code"], spec["function"], spec["folders"], name))
 
 
 def serve(channel: socket.socket) -> None:

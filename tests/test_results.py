@@ -1,21 +1,12 @@
-"""Judging and showing query results (shared by `%api_test` and `apinode test`), and the HTTP
-side of playing them; the plays against a real node are in test_cli_test.py."""
+"""Judging and showing query results (shared by `%api_test` and `apinode test`); playing them
+over HTTP is in test_client.py, against a real node in test_cli_test.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from apinode.packaging.definitions import NO_EXPECTED, TestQuery
-from apinode.playback import (
-    NodeError,
-    QueryResult,
-    Report,
-    decode_answer,
-    describe_error,
-    matches,
-    play_query,
-    text_table,
-)
+from apinode.packaging.definitions import NO_EXPECTED
+from apinode.results import QueryResult, Report, describe_error, matches, text_table
 
 
 @pytest.mark.parametrize(
@@ -117,19 +108,6 @@ def test_describe_error(body, shown):
     assert describe_error(body) == shown
 
 
-def test_an_answer_that_is_not_json_is_shown_as_an_error():
-    assert decode_answer(b"<html>\n<b>Bad gateway</b></html>") == {
-        "errorType": "NotJson",
-        "message": "the answer is not JSON: '<html> <b>Bad gateway</b></html>'",
-    }
-
-
-def test_an_unreachable_node_is_one_line():
-    with pytest.raises(NodeError, match=r"^cannot reach http://127.0.0.1:1/public/api/v1/s/e/run: "):
-        play_query("http://127.0.0.1:1/", "s", "e", TestQuery("q", {}))
-
-
-@pytest.mark.parametrize("url", ["notaurl", "file:///etc/passwd", "http://host:notaport", "http://", "ftp://h/x"])
-def test_a_malformed_url_is_one_line(url):
-    with pytest.raises(NodeError, match=r"^invalid URL .*: expected http://host:port"):
-        play_query(url, "s", "e", TestQuery("q", {}))
+def test_text_table_keeps_whole_cells_when_asked():
+    table = text_table(("a", "b"), [("x" * 100, "y")], cell_width=None)
+    assert table.splitlines()[1] == "x" * 100 + "  y"

@@ -1,6 +1,6 @@
 """Tables for the notebook: test query results, and the HTML table the other views share.
 
-The rows and the verdicts come from `apinode.playback`, which `apinode test` prints as text: a
+The rows and the verdicts come from `apinode.results`, which `apinode test` prints as text: a
 query shows the same cells and passes by the same rule in the kernel and in a terminal.
 """
 
@@ -10,7 +10,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from ..playback import RESULT_HEADERS, Report, result_cells
+from ..results import RESULT_HEADERS, Report, result_cells
 
 _VERDICT_COLORS = {"PASS": "#1a7f37", "OK": "#1a7f37", "FAIL": "#cf222e"}
 _CELL_STYLE = "text-align:left;vertical-align:top;font-family:monospace"

@@ -1,0 +1,51 @@
+"""An exclusive lock on a file, between threads and processes alike (flock).
+
+The node's data directory (one node per directory), its admin keys file (read-modify-write by
+the node and the `apinode admin-key-*` commands) and each code env (built once) are guarded
+with it. The kernel drops a lock with its holder, so a process killed while holding one leaves
+nothing to clean up. A holder may delete the lock file: whoever gets a lock then checks that
+the file it locked is still the one at that path, and else locks again, so a process that
+waited on a deleted file never believes it holds the lock.
+
+Concurrency: `locked(wait=True)` blocks the calling thread until the lock is free (call it from
+a worker thread on an event loop); `wait=False` never blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on the file at `path` (created if needed); yields False if `wait`
+    is False and someone else holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            if _same_file(fd, path):
+                break
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the file was deleted while we waited for it: lock the new one
+    try:
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
