@@ -241,6 +241,7 @@ def test_services_overview(ip):
         "queue=16",
         "timeout=10000",
         "0",
+        "/public/api/v1/s/docs",
     ]
     assert "numpy&lt;2" in overview._repr_html_()
 
@@ -368,3 +369,15 @@ def test_an_endpoint_cell_in_ipython_syntax_is_refused_before_it_runs(ip, cell, 
         "runs them without IPython: no !commands or %magics); the cell is not registered"
     )
     assert "add" not in ip.user_ns and registry(ip).registrations() == []
+
+
+def test_a_function_that_is_not_there_at_load_is_named_plainly(ip):
+    ip.run_cell_magic(
+        "api_endpoint", "mistakes1/species --function predict", "if False:\n    def predict():\n        pass\n"
+    )
+    report = ip.run_line_magic("api_test", "mistakes1/species {}")
+    message = report.results[0].answer["message"]
+    assert (
+        message
+        == "mistakes1/species: %%api_endpoint mistakes1/species has no function named 'predict'; it defines no function"
+    )
