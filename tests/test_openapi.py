@@ -18,10 +18,8 @@ RUN = "/public/api/v1/datatypes/{}/run"
 
 
 @pytest.fixture(scope="module")
-def node():
-    node = NodeProcess("run", str(SERVICE))
-    yield node
-    assert node.stop() == 0
+def node(datatypes_node):
+    return datatypes_node
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import requests
-from support import SERVICES, NodeProcess
+from support import SERVICES
 from test_kernel_notebooks import execute, text
 
 from apinode.runtime import results
@@ -41,10 +41,8 @@ OPAQUE_AT = 'response["a"][1] is a apinode_endpoint_datatypes_give.Opaque'
 
 
 @pytest.fixture(scope="module")
-def node():
-    node = NodeProcess("run", str(SERVICE))
-    yield node
-    assert node.stop() == 0
+def node(datatypes_node):
+    return datatypes_node
 
 
 def give(node, kind):

@@ -3,38 +3,29 @@ strict JSON bodies; through the Invoker every pipeline and `%api_test` use, and 
 
 from __future__ import annotations
 
-import dataclasses
-import enum
+import importlib.util
 import json
-from typing import Literal, Optional, TypedDict, Union
+import sys
+from typing import Literal, Optional, Union
 
-import pydantic
 import pytest
 import requests
-from support import SERVICES, NodeProcess
+from support import SERVICES
 
 from apinode.runtime.invoke import Invoker
 
 
-class Plan(enum.Enum):
-    FREE = "free"
-    PRO = "pro"
+def _typed():
+    """The hinted types of tests/services/datatypes/typed.py, which the node tests serve."""
+    spec = importlib.util.spec_from_file_location("datatypes_typed", SERVICES / "datatypes" / "typed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
-class Address(TypedDict):
-    city: str
-    zip: int
-
-
-@dataclasses.dataclass
-class Box:
-    width: float
-    height: float = 1.0
-
-
-class Order(pydantic.BaseModel):
-    item: str
-    quantity: int
+typed = _typed()
+Plan, Address, Box, Order = typed.Plan, typed.Address, typed.Box, typed.Order
 
 
 def call(function, body):
@@ -168,10 +159,8 @@ def test_a_surrogate_pair_is_one_character():
 
 
 @pytest.fixture(scope="module")
-def node():
-    node = NodeProcess("run", str(SERVICES / "datatypes"))
-    yield node
-    assert node.stop() == 0
+def node(datatypes_node):
+    return datatypes_node
 
 
 def test_through_a_node(node):
