@@ -57,6 +57,14 @@ def test_nested_models_recursion_tuples_and_sets_make_a_valid_document():
     assert document["components"]["schemas"]["Line"]["properties"]["sku"] == {"title": "Sku", "type": "string"}
 
 
+def test_odd_hints_are_any_value():
+    def odd(x: [int], y: "NoSuchType" = 1):  # type: ignore[valid-type, name-defined]  # noqa: F821, UP037
+        pass
+
+    described = describe(odd, "odd")
+    assert described["request"]["properties"] == {"x": {}, "y": {"default": 1}}
+
+
 def test_an_endpoint_that_did_not_load_takes_any_object():
     definition = parse_service({"id": "s", "endpoints": [{"id": "e", "code": "e.py", "function": "f"}]}, "s")
     document = service_document(definition, {"e": None})

@@ -135,7 +135,16 @@ def test_unresolvable_hints_leave_the_function_unchecked():
     def f(x: "NoSuchType"):  # type: ignore[name-defined]  # noqa: F821
         return x
 
+    def g(x: [int], y: int):  # type: ignore[valid-type]  # an unhashable hint
+        return x
+
+    def h(x: "NoSuchType", y: int):  # type: ignore[name-defined]  # noqa: F821
+        return x
+
     assert call(f, {"x": 1}) == (200, 1)
+    assert "parameter 'y' must be an integer" in refused(h, {"x": "any", "y": "1"})
+    assert call(g, {"x": "any", "y": 1}) == (200, "any")
+    assert "parameter 'y' must be an integer" in refused(g, {"x": 1, "y": "1"})
 
 
 @pytest.mark.parametrize(

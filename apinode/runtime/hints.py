@@ -24,13 +24,28 @@ OBJECT_TYPES = frozenset({dict, abc.Mapping})
 
 
 def type_hints(function: Callable[..., Any]) -> dict[str, Any]:
-    """Name -> hint for the hinted parameters (and "return"); {} when they cannot be resolved
-    (a hint naming something undefined): such a function is described and called unchecked."""
+    """Name -> hint for the hinted parameters (and "return"). A hint that cannot be resolved (it
+    names something undefined) is left out: that parameter is described and passed unchecked."""
     target = function if inspect.isfunction(function) or inspect.ismethod(function) else type(function).__call__
     try:
         return typing.get_type_hints(target)
     except Exception:
-        return {}
+        pass
+    resolved = {}
+    namespace = getattr(target, "__globals__", {})
+    for name, annotation in getattr(target, "__annotations__", {}).items():
+        try:  # as get_type_hints does, one hint at a time
+            resolved[name] = typing.get_type_hints(_Annotated(name, annotation), namespace)[name]
+        except Exception:
+            continue
+    return resolved
+
+
+class _Annotated:
+    """An object with a single annotation, for `get_type_hints` to resolve it alone."""
+
+    def __init__(self, name: str, annotation: Any) -> None:
+        self.__annotations__ = {name: annotation}
 
 
 def origin_and_args(hint: Any) -> tuple[Any, tuple[Any, ...]]:

@@ -49,8 +49,8 @@ class _Schemas:
         try:
             if hint in self.pending:  # a recursive dataclass or TypedDict: described once
                 return {}
-        except TypeError:  # an unhashable hint
-            return self._schema(hint)
+        except TypeError:  # an unhashable hint (`x: [int]`): no type we know, any value
+            return {}
         self.pending.add(hint)
         try:
             return self._schema(hint)

@@ -304,16 +304,21 @@ class Validator:
         for parameter in parameters:
             if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or parameter.name not in found:
                 continue
-            hint = found[parameter.name]
-            if parameter.default is None:  # `x: int = None` accepts null too
-                hint = hints.optional(hint)
-            if hint in _SIMPLE:
-                types, expected = _SIMPLE[hint]
-                self.plain.append((parameter.name, frozenset((*types, _Absent)), expected))
+            try:
+                self._add(parameter, found[parameter.name], compiler)
+            except Exception:  # a hint we cannot read (unhashable, odd typing object): left unchecked
                 continue
-            check = compiler.compile(hint)
-            if check is not None:
-                self.checks.append((parameter.name, check, repr(parameter.name)))
+
+    def _add(self, parameter: inspect.Parameter, hint: Any, compiler: _Compiler) -> None:
+        if parameter.default is None:  # `x: int = None` accepts null too
+            hint = hints.optional(hint)
+        if hint in _SIMPLE:
+            types, expected = _SIMPLE[hint]
+            self.plain.append((parameter.name, frozenset((*types, _Absent)), expected))
+            return
+        check = compiler.compile(hint)
+        if check is not None:
+            self.checks.append((parameter.name, check, repr(parameter.name)))
 
     def __bool__(self) -> bool:
         return bool(self.plain or self.checks)
