@@ -20,10 +20,13 @@ from .client import NodeClient, NodeError
 from .localnode import READY_FILE_OPTION, LocalNode, write_ready_file
 from .node import eventloop
 from .node.app import DEFAULT_MAX_BODY_MB, serve
+from .node.endpoint import Endpoint
 from .node.errors import ApiError
 from .node.interpreters import codeenv_python, data_dir_cache, env_users, run_cache
 from .node.jsonfile import DataDirError
 from .node.keys import AdminKeys
+from .node.openapi import example_body
+from .node.openapi_offline import offline_document
 from .node.service_manager import ServiceManager
 from .node.store import DataDir
 from .packaging.bundles import BundleError, bundle_bytes, write_bundle
@@ -86,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--service", help="which service, when a notebook defines several")
     test.add_argument("--key", help="API key of a private service (default: its first key)")
     test.set_defaults(handler=_test)
+
+    openapi = commands.add_parser(
+        "openapi",
+        help="print a service's OpenAPI document without a node (loads each endpoint once, "
+        "as a node does: its initialization runs)",
+    )
+    openapi.add_argument("source", type=Path, help="service directory, notebook (.ipynb) or bundle (.zip)")
+    openapi.add_argument("-o", "--output", type=Path, help="write it to this file (default: standard output)")
+    openapi.add_argument("--service", help="which service, when a notebook defines several")
+    openapi.set_defaults(handler=_openapi)
 
     _add_node_commands(commands)
     return parser
@@ -160,6 +173,17 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    document = eventloop.run(offline_document(stage_source(args.source, args.service), run_cache()))
+    text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _test(args: argparse.Namespace) -> int:
     """Play the source's test queries on the node at --url, or else on a node started from it."""
     definition = stage_source(args.source, args.service).definition
@@ -218,7 +242,11 @@ def _run(args: argparse.Namespace) -> int:
                     )
                 url = f"{base}/public/api/v1/{definition.id}/{endpoint_id}/run"
                 print(f"  {endpoint_id}: {'ready' if failure is None else 'FAILED to load'}: POST {url}")
-            print(f"try:\n  {ready_curl(definition, base)}", flush=True)
+            ready = [endpoint for endpoint in endpoints.values() if endpoint.pool.failure is None]
+            if not ready:
+                raise CommandError(f"no endpoint of service {definition.id!r} loaded")
+            print(f"  documentation: {base}/public/api/v1/{definition.id}/docs")
+            print(f"try:\n  {ready_curl(definition, base, ready[0])}", flush=True)
 
         _serve_data_dir(store, args, announce, code_envs)
     return 0
@@ -407,10 +435,11 @@ def _reachable(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def ready_curl(definition: ServiceDef, base_url: str) -> str:
-    """A curl line that calls the first endpoint with its first test query (or no parameters)."""
-    endpoint = definition.endpoints[0]
-    query = endpoint.test_queries[0].query if endpoint.test_queries else {}
+def ready_curl(definition: ServiceDef, base_url: str, loaded: Endpoint) -> str:
+    """A curl line that calls a loaded endpoint with its first test query, else with a body
+    built from its function's hints."""
+    endpoint = loaded.definition
+    query = example_body(endpoint, loaded.description)
     parts = [
         "curl",
         "-s",

@@ -2,8 +2,18 @@
 extension tests need anyway)."""
 
 import pytest
+from support import SERVICES, NodeProcess
 
 pytest_plugins = ("pytest_jupyter.jupyter_core",)
+
+
+@pytest.fixture(scope="session")
+def datatypes_node():
+    """A node running tests/services/datatypes (what functions return, hinted functions), shared
+    by the results, validation and OpenAPI tests."""
+    node = NodeProcess("run", str(SERVICES / "datatypes"))
+    yield node
+    assert node.stop() == 0
 
 
 @pytest.fixture

@@ -126,6 +126,7 @@ def test_services_lists_the_registrations(scenario):
         "pool",
         "test",
         "queries",
+        "documentation",
     ]
     assert [line.split()[:3] for line in shown.splitlines()[1:]] == [
         ["t", "add", "add"],
@@ -134,6 +135,7 @@ def test_services_lists_the_registrations(scenario):
         ["t2", "double", "double"],
     ]
     assert "floor=1 ceil=2 cruise=2 queue=16 timeout=10000" in shown
+    assert "/public/api/v1/t2/docs" in shown
 
 
 def test_export_is_the_bundle_apinode_build_makes(scenario, capsys):

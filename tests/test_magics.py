@@ -103,12 +103,12 @@ def test_the_cell_form_runs_the_cell_and_registers_it(ip):
 
 def test_the_cell_runs_with_its_folders_and_fails_when_its_code_raises(ip, tmp_path):
     (tmp_path / "d").mkdir()
-    ip.run_cell_magic("api_endpoint", "s/a --function f --folder d", "PATHS = folders\n")
+    ip.run_cell_magic("api_endpoint", "s/a --function f --folder d", "PATHS = folders\nf = print\n")
     assert ip.user_ns["PATHS"] == [str(tmp_path / "d")]
-    assert usage_error(ip, "api_endpoint", "s/b --function f", "1 / 0\n") == (
+    assert usage_error(ip, "api_endpoint", "s/b --function f", "f = print\n1 / 0\n") == (
         "the code of s/b failed here (it is registered)"
     )
-    assert registry(ip).registration("s", "b").code == "1 / 0\n"
+    assert registry(ip).registration("s", "b").code == "f = print\n1 / 0\n"
 
 
 def test_rerunning_a_cell_replaces_it_in_place_and_keeps_its_queries(ip):
@@ -203,7 +203,7 @@ def test_a_query_that_is_not_json_gets_the_nodes_400(ip):
 
 
 def test_code_that_does_not_load_fails_every_query_with_its_traceback(ip):
-    usage_error(ip, "api_endpoint", "s/broken --function f", "import no_such_module_here\n")
+    usage_error(ip, "api_endpoint", "s/broken --function f", "import no_such_module_here\n\ndef f():\n    pass\n")
     ip.run_cell_magic("api_test_queries", "s/broken", '[{"name": "a", "query": {}}, {"name": "b", "query": {}}]')
     report = ip.run_line_magic("api_test", "s/broken")
     assert [(r.status, r.answer["errorType"]) for r in report.results] == [(500, "EndpointLoadFailed")] * 2
@@ -241,6 +241,7 @@ def test_services_overview(ip):
         "queue=16",
         "timeout=10000",
         "0",
+        "/public/api/v1/s/docs",
     ]
     assert "numpy&lt;2" in overview._repr_html_()
 
@@ -368,3 +369,24 @@ def test_an_endpoint_cell_in_ipython_syntax_is_refused_before_it_runs(ip, cell, 
         "runs them without IPython: no !commands or %magics); the cell is not registered"
     )
     assert "add" not in ip.user_ns and registry(ip).registrations() == []
+
+
+def test_a_cell_without_its_function_is_refused_at_once_naming_what_it_defines(ip):
+    cell = "import math\n\ndef predict_proba(x):\n    return x\n\nTHRESHOLD = 0.5\n"
+    assert usage_error(ip, "api_endpoint", "s/p --function predict", cell) == (
+        "s/p: no function named 'predict'; it defines THRESHOLD, math, predict_proba (--function names it); "
+        "the cell is not registered"
+    )
+    assert registry(ip).registrations() == [] and "predict_proba" not in ip.user_ns
+
+
+def test_a_function_that_is_not_there_at_load_is_named_plainly(ip):
+    ip.run_cell_magic(
+        "api_endpoint", "mistakes1/species --function predict", "if False:\n    def predict():\n        pass\n"
+    )
+    report = ip.run_line_magic("api_test", "mistakes1/species {}")
+    message = report.results[0].answer["message"]
+    assert (
+        message
+        == "mistakes1/species: %%api_endpoint mistakes1/species has no function named 'predict'; it defines no function"
+    )

@@ -32,7 +32,9 @@ def registry(tmp_path):
     registry = KernelEndpoints(tmp_path)
     registry.register(parse_endpoint_magic("calc/add --function add"), "def add(a, b):\n    return a + b\n")
     registry.set_test_queries("calc", "add", json.dumps(QUERIES))
-    registry.register(parse_endpoint_magic("calc/broken --function f"), "import no_such_module_here\n")
+    registry.register(
+        parse_endpoint_magic("calc/broken --function f"), "import no_such_module_here\n\ndef f():\n    pass\n"
+    )
     return registry
 
 

@@ -143,7 +143,10 @@ def test_a_damaged_data_directory_quarantines_what_it_must_and_serves_the_rest(t
             if service_id in damage:  # callers learn that it is down, not the data directory's files
                 assert "out of service" in body["message"] and str(data_dir) not in body["message"]
         for service_id in damage:
-            assert f"ERROR apinode.service_manager: service {service_id} quarantined: {services / service_id}" in node.output
+            assert (
+                f"ERROR apinode.service_manager: service {service_id} quarantined: {services / service_id}"
+                in node.output
+            )
         assert "the admin API refuses every call until its key file is repaired" in node.output
         refused = requests.get(f"{node.url}/admin/api/services", auth=(key, ""), timeout=10)
         assert refused.status_code == 503 and refused.json()["errorType"] == "AdminUnavailable"

@@ -72,9 +72,17 @@ class DevDeployment:
     endpoints: tuple[EndpointLoad, ...]
 
     @property
+    def docs(self) -> str:
+        """The service's interactive documentation on the dev server (its OpenAPI, in Swagger UI)."""
+        return f"{self.url}/public/api/v1/{self.service}/docs"
+
+    @property
     def summary(self) -> str:
         if self.switched:
-            return f"service {self.service} deployed to the dev server at {self.url} (generation {self.generation})"
+            return (
+                f"service {self.service} deployed to the dev server at {self.url} (generation "
+                f"{self.generation}); its documentation: {self.docs}"
+            )
         failed = ", ".join(load.endpoint for load in self.endpoints if not load.loaded)
         return (
             f"service {self.service} NOT switched: {failed} did not load; the dev server at "
@@ -88,6 +96,7 @@ class DevDeployment:
             "url": self.url,
             "switched": self.switched,
             "summary": self.summary,
+            "docs": self.docs,
             "endpoints": {load.endpoint: load.to_json() for load in self.endpoints},
         }
 

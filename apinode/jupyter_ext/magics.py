@@ -30,6 +30,7 @@ from IPython.display import display
 
 from ..client import NodeError
 from ..packaging.bundles import BundleError
+from ..packaging.code_check import check_code
 from ..packaging.definitions import DefinitionError
 from ..packaging.magic_syntax import (
     ENDPOINT_USAGE,
@@ -111,7 +112,12 @@ class ApiMagics(Magics):
         (`%api_endpoint SERVICE/ENDPOINT FUNCTION_NAME`)."""
         if cell is not None:
             magic = parse_endpoint_magic(line)
-            _check_plain_python(f"{magic.service}/{magic.endpoint}", cell)
+            target = f"{magic.service}/{magic.endpoint}"
+            _check_plain_python(target, cell)
+            try:
+                check_code(cell, magic.function, lambda line: target)
+            except DefinitionError as error:
+                raise MagicUsageError(f"{error} (--function names it); the cell is not registered") from None
             registration = self.registry.register(magic, cell)
             # The cell runs as in a pipeline: its folders' paths in the global `folders`.
             folders = self.registry.folder_paths(registration)

@@ -1,4 +1,7 @@
-"""`%api_services`: what the kernel has registered, as a table (HTML in Jupyter, text elsewhere)."""
+"""`%api_services`: what the kernel has registered, as a table (HTML in Jupyter, text elsewhere).
+
+Each row ends with the path of its service's interactive documentation on a node (`%api_dev`
+deploys to the dev server, whose summary gives the full URL)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from ..packaging.notebooks import EndpointRegistration
 from ..results import text_table
 from .html_tables import html_table
 
-HEADERS = ("service", "endpoint", "function", "folders", "requirements", "pool", "test queries")
+HEADERS = ("service", "endpoint", "function", "folders", "requirements", "pool", "test queries", "documentation")
+DOCS = "/public/api/v1/{service}/docs"
+"""Where a node (the dev server after `%api_dev`, or any node serving it) documents a service."""
 
 
 def _cells(registration: EndpointRegistration) -> tuple[str, ...]:
@@ -25,6 +30,7 @@ def _cells(registration: EndpointRegistration) -> tuple[str, ...]:
         ", ".join(magic.requirements) or "(builtin env)",
         " ".join(f"{key}={value}" for key, value in pool.items()),
         str(len(registration.test_queries)),
+        DOCS.format(service=magic.service),
     )
 
 

@@ -23,6 +23,7 @@ from .admin_handlers import admin_routes
 from .handlers import IsAliveHandler, NotFoundHandler, OtherEndpointKindHandler, PrometheusHandler
 from .keys import AdminKeys
 from .metrics import PrometheusMetrics
+from .openapi_handlers import openapi_routes
 from .querylog import QueryLog
 from .run_route import NodeRouter, log_access
 from .service_manager import ServiceManager
@@ -42,6 +43,7 @@ def make_router(
             (r"/isAlive", IsAliveHandler),
             (OtherEndpointKindHandler.PATH, OtherEndpointKindHandler),
             (r"/metrics", PrometheusHandler, {"metrics": PrometheusMetrics(services), "keys": keys}),
+            *openapi_routes(services),
             check_route(services, keys),  # before admin_routes, whose catch-all comes last
             *admin_routes(services, keys),
         ],

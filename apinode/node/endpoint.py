@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -46,7 +47,16 @@ class Endpoint:
             cwd=directory,
             env=env,
         )
-        self.pool = Pool(self.name, pool_settings or definition.pool, lambda: ProcessPipeline.start(spec))
+        self.description: dict[str, Any] | None = None
+        """The function as its first started pipeline described it (runtime.schema), for OpenAPI."""
+
+        async def start_pipeline() -> ProcessPipeline:
+            pipeline = await ProcessPipeline.start(spec)
+            if self.description is None:
+                self.description = pipeline.description
+            return pipeline
+
+        self.pool = Pool(self.name, pool_settings or definition.pool, start_pipeline)
         self.stats = EndpointStats()
         self._context = orjson.dumps(
             {"serviceId": service_id, "endpointId": definition.id, "serviceGeneration": generation}

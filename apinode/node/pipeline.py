@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -119,6 +120,7 @@ class ProcessPipeline:
         self.process = process
         self._channel = channel
         self._recent_output: collections.deque[str] = collections.deque(maxlen=20)
+        self.description: dict[str, Any] | None = None  # the function, as its READY frame described it
         self._on_exit: Callable[[ProcessPipeline], None] | None = None
         self._relay = asyncio.ensure_future(self._relay_output())
         self._watch = asyncio.ensure_future(self._watch_exit())
@@ -191,6 +193,8 @@ class ProcessPipeline:
             failure = orjson.loads(reply.payload)
             await self.stop()
             raise EndpointLoadFailed(f"{spec.name}: {failure['message']}", failure["traceback"])
+        if reply.payload:
+            self.description = orjson.loads(reply.payload)
 
     async def _exchange(self, frame: bytes) -> Reply:
         try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .code_check import Locate, check_code
 from .definitions import DefinitionError, TestQuery, parse_json, parse_service, parse_test_queries
 from .magic_syntax import (
     ENDPOINT_MAGIC,
@@ -35,6 +36,8 @@ class EndpointRegistration:
     magic: EndpointMagic
     code: str
     test_queries: tuple[TestQuery, ...] = ()
+    cell: str = ""  # where the code is, for messages ("nb.ipynb: cell 4"); "" in a kernel
+    first_line: int = 2  # the code's first line in its cell (after the magic's line)
 
 
 def stage_registrations(
@@ -50,7 +53,15 @@ def stage_registrations(
         raise ValueError(f"endpoints of other services than {service_id!r}: {strangers}")
     definition = parse_service({"id": service_id, "endpoints": [_endpoint_json(r) for r in endpoints]}, source)
     code = {r.magic.endpoint: _as_file(r.code).encode() for r in endpoints}
-    return stage_definition(definition, base_dir, source, code)
+    staged = stage_definition(definition, base_dir, source, code)
+    for r in endpoints:
+        check_code(r.code, r.magic.function, _in_cell(r))
+    return staged
+
+
+def _in_cell(registration: EndpointRegistration) -> Locate:
+    cell = registration.cell or f"{ENDPOINT_MAGIC} {registration.magic.service}/{registration.magic.endpoint}"
+    return lambda line: f"{cell}, line {line + registration.first_line - 1}"
 
 
 def _as_file(code: str) -> str:
@@ -86,17 +97,19 @@ def read_notebook_registrations(path: Path) -> dict[str, list[EndpointRegistrati
     Only the notebook is read: the folders its cells name are not looked at, so that a caller
     can check them first (the Jupyter extension does, against what the server may serve).
     """
-    cells: dict[str, dict[str, tuple[EndpointMagic, str]]] = {}
+    cells: dict[str, dict[str, tuple[EndpointMagic, str, str, int]]] = {}
     queries: dict[tuple[str, str], tuple[TestQuery, ...]] = {}
     query_cells: dict[tuple[str, str], str] = {}
     for number, source in enumerate(_code_cells(path), start=1):
         where = f"{path}: cell {number}"
-        first_line, _, body = source.lstrip().partition("\n")
+        stripped = source.lstrip()
+        first_line, _, body = stripped.partition("\n")
         magic_name, _, arguments = first_line.strip().partition(" ")
         try:
             if magic_name == ENDPOINT_MAGIC:
                 magic = parse_endpoint_magic(arguments)
-                cells.setdefault(magic.service, {})[magic.endpoint] = (magic, body)
+                body_line = source[: len(source) - len(stripped)].count("\n") + 2
+                cells.setdefault(magic.service, {})[magic.endpoint] = (magic, body, where, body_line)
             elif magic_name == TEST_QUERIES_MAGIC:
                 target = parse_test_queries_magic(arguments)
                 queries[target] = parse_test_queries(parse_json(body, where), f"{where}: testQueries")
@@ -110,8 +123,8 @@ def read_notebook_registrations(path: Path) -> dict[str, list[EndpointRegistrati
             )
     return {
         service: [
-            EndpointRegistration(magic, code, queries.get((service, endpoint), ()))
-            for endpoint, (magic, code) in endpoints.items()
+            EndpointRegistration(magic, code, queries.get((service, endpoint), ()), cell, first_line)
+            for endpoint, (magic, code, cell, first_line) in endpoints.items()
         ]
         for service, endpoints in cells.items()
     }

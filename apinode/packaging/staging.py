@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from .code_check import at_file, check_code
 from .definitions import CodeEnv, DefinitionError, EndpointDef, ServiceDef, load_service_file
 
 SKIPPED_DIRECTORIES = frozenset({"__pycache__", ".ipynb_checkpoints"})
@@ -102,7 +103,8 @@ def stage_directory(path: Path) -> StagedService:
 
 
 def stage_source(path: Path, service_id: str | None = None) -> StagedService:
-    """Stage whatever the user points at: a service directory, a notebook or a bundle.
+    """Stage whatever the user points at: a service directory, a notebook or a bundle; each
+    endpoint's code is checked (it compiles and defines its function) without running it.
 
     `service_id` picks a service in a notebook that defines several; for the other sources it
     must match the one service they define.
@@ -116,10 +118,12 @@ def stage_source(path: Path, service_id: str | None = None) -> StagedService:
     suffix = path.suffix.lower()
     if path.is_dir():
         staged = stage_directory(path)
+        _check_endpoints(staged, path)
     elif suffix == ".ipynb":
-        return stage_notebook(path, service_id)
+        return stage_notebook(path, service_id)  # checked cell by cell
     elif suffix == ".zip":
         staged = open_bundle(path)
+        _check_endpoints(staged, path)
     else:
         raise DefinitionError(
             f"{path}: expected a service directory (with a service.json), a notebook (.ipynb) or a bundle (.zip)"
@@ -127,6 +131,17 @@ def stage_source(path: Path, service_id: str | None = None) -> StagedService:
     if service_id is not None and service_id != staged.definition.id:
         raise DefinitionError(f"{path}: defines service {staged.definition.id!r}, not {service_id!r}")
     return staged
+
+
+def _check_endpoints(staged: StagedService, source: Path) -> None:
+    """Every endpoint's code compiles and defines its function (packaging.code_check), named
+    by its file on disk, or by its path inside the bundle `source`."""
+    for endpoint in staged.definition.endpoints:
+        code = staged.files[endpoint.code]
+        if isinstance(code, Path):
+            check_code(code.read_bytes(), endpoint.function, at_file(str(code)))
+        else:
+            check_code(code, endpoint.function, at_file(f"{source}:{endpoint.code}"))
 
 
 def _code_file(base_dir: Path, endpoint: EndpointDef, where: str, inside: Path | None, field: str) -> Path:

@@ -17,7 +17,7 @@ HEADER = struct.Struct("!BHdI")
 LOAD = 1  # payload: JSON {"code", "function", "folders", "name"}
 CALL = 2  # payload: the request body, as received
 # pipeline -> node
-READY = 3  # the endpoint's code loaded; payload empty
+READY = 3  # the endpoint's code loaded; payload: JSON description (runtime.schema), or empty
 LOAD_FAILED = 4  # payload: JSON {"message", "traceback"}
 RESULT = 5  # payload: the result as JSON
 ERROR = 6  # payload: the error body as JSON; status: its HTTP status

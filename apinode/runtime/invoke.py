@@ -1,12 +1,13 @@
 """One call of an endpoint: request bytes in, what the node answers out.
 
 Shared by the pipeline's loop and by `%api_test` in the kernel, so the kernel shows exactly what
-the node would answer: the same parsing, binding, call and JSON check.
+the node would answer: the same parsing, binding, validation, call and result encoding.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 
 from .binding import Binder, BindingError
 from .errors import error_json
+from .results import NotSerializable, encode
+from .validation import Invalid, Validator
 
 
 @dataclass(frozen=True)
@@ -29,24 +32,21 @@ class Outcome:
         return self.status == 200
 
 
-class _NotSerializable(TypeError):
-    pass
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity)")
 
 
-def _refuse(value: Any) -> Any:
-    kind = type(value)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    raise _NotSerializable(name)
-
-
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse).encode
+_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def parse_request(body: bytes) -> dict[str, Any]:
     """The request object; an empty body is `{}` (dataikuapi sends none for a call without arguments)."""
     if not body.strip():
         return {}
-    params = json.loads(body)
+    params = _decode(body.decode())  # UnicodeDecodeError is a ValueError too
+    if b"\\u" in body and _ESCAPED_SURROGATE.search(body):
+        _refuse_lone_surrogates(params)
     if not isinstance(params, dict):
         raise ValueError(
             f"expected a JSON object whose attributes are the function's parameters, got a JSON {_json_kind(params)}"
@@ -56,6 +56,14 @@ def parse_request(body: bytes) -> dict[str, Any]:
     if isinstance(dispatch, dict) and dispatch.keys() <= {"forcedGeneration", "dispatchKey"}:
         del params["dispatch"]
     return params
+
+
+def _refuse_lone_surrogates(params: dict[str, Any]) -> None:
+    """A `\\udXXX` escape that is not half of a pair makes a string UTF-8 cannot hold."""
+    try:
+        json.dumps(params, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("it holds a lone surrogate (a \\ud800-\\udfff escape not part of a pair)") from None
 
 
 def _json_kind(value: Any) -> str:
@@ -68,6 +76,8 @@ class Invoker:
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
         self.binder = Binder(function)
+        validator = Validator(function)
+        self.validate = validator if validator else None
 
     def __call__(self, body: bytes) -> Outcome:
         try:
@@ -77,8 +87,10 @@ class Invoker:
         except RecursionError:
             return Outcome(400, error_json("BadRequest", "the request body is nested too deeply to parse"), 0.0)
         try:
+            if self.validate is not None:
+                self.validate(params)
             args, kwargs = self.binder.bind(params)
-        except BindingError as exc:
+        except (BindingError, Invalid) as exc:
             return Outcome(400, error_json("InvalidParameters", str(exc)), 0.0)
         started = time.perf_counter()
         try:
@@ -94,17 +106,6 @@ class Invoker:
             )
         elapsed = (time.perf_counter() - started) * 1000
         try:
-            return Outcome(200, _encode(result).encode(), elapsed)
-        except _NotSerializable as exc:
-            message = (
-                f"the function returned a value that is not JSON-serializable: a {exc} "
-                "(return lists, dicts, strings, numbers, booleans or None)"
-            )
-        except ValueError as exc:  # NaN/Infinity, or a circular reference
-            detail = "NaN or Infinity, which JSON cannot represent" if "Out of range" in str(exc) else str(exc).lower()
-            message = f"the function's result cannot be encoded as JSON: {detail}"
-        except RecursionError:
-            message = "the function's result cannot be encoded as JSON: it is nested too deeply"
-        except TypeError as exc:  # e.g. dict keys that are not strings
-            message = f"the function's result cannot be encoded as JSON: {exc}"
-        return Outcome(500, error_json("ResultNotSerializable", message), elapsed)
+            return Outcome(200, encode(result), elapsed)
+        except NotSerializable as exc:
+            return Outcome(500, error_json("ResultNotSerializable", str(exc)), elapsed)

@@ -36,6 +36,7 @@ def load_function(
     Messages name the file by its base name where they word the failure themselves, though an
     exception's own text may hold the path (a SyntaxError names it). The traceback, for the
     author, has the full path."""
+    shown = _shown(filename)
     module = types.ModuleType(module_name)
     module.__file__ = filename
     module.folders = list(folders)  # type: ignore[attr-defined]
@@ -46,9 +47,7 @@ def load_function(
     except BaseException as exc:  # user code may raise anything, SystemExit included
         import traceback
 
-        raise LoadError(
-            f"loading {os.path.basename(filename)} failed: {type(exc).__name__}: {exc}", traceback.format_exc()
-        ) from exc
+        raise LoadError(f"loading {shown} failed: {type(exc).__name__}: {exc}", traceback.format_exc()) from exc
     found = module.__dict__.get(function)
     if found is None:
         defined = sorted(
@@ -57,11 +56,16 @@ def load_function(
             if callable(value) and getattr(value, "__module__", None) == module_name
         )
         hint = f"; it defines {', '.join(defined)}" if defined else "; it defines no function"
-        raise LoadError(f"{os.path.basename(filename)} has no function named {function!r}{hint}")
+        raise LoadError(f"{shown} has no function named {function!r}{hint}")
     if not callable(found):
-        raise LoadError(f"{function!r} in {os.path.basename(filename)} is a {type(found).__name__}, not a function")
+        raise LoadError(f"{function!r} in {shown} is a {type(found).__name__}, not a function")
     function_found: Callable[..., Any] = found
     return function_found
+
+
+def _shown(filename: str) -> str:
+    """A file by its name; code that is not a file (`<%%api_endpoint service/endpoint>`) by its label."""
+    return filename[1:-1] if filename.startswith("<") and filename.endswith(">") else os.path.basename(filename)
 
 
 def load_function_file(path: str, function: str, folders: Sequence[str], module_name: str) -> Callable[..., Any]:

@@ -17,11 +17,22 @@ from . import framing
 from .errors import error_report
 from .invoke import Invoker
 from .loader import LoadError, endpoint_module_name, load_function_file
+from .schema import describe
 
 
 def _load(spec: dict[str, Any]) -> Invoker:
     name = endpoint_module_name(spec["name"])
     return Invoker(load_function_file(spec["code"], spec["function"], spec["folders"], name))
+
+
+def _description(invoke: Invoker, spec: dict[str, Any]) -> bytes:
+    """The READY payload: the function described for the OpenAPI document (runtime.schema).
+    A hint that cannot be described must not fail the load: the node then documents it as is."""
+    try:
+        return json.dumps(describe(invoke.function, spec["function"])).encode()
+    except Exception as exc:
+        sys.stderr.write(f"[{spec['name']}] cannot describe the function for OpenAPI: {type(exc).__name__}: {exc}\n")
+        return b""
 
 
 def serve(channel: socket.socket) -> None:
@@ -36,7 +47,7 @@ def serve(channel: socket.socket) -> None:
         detail = json.dumps({"message": str(exc), "traceback": exc.traceback}).encode()
         channel.sendall(framing.pack(framing.LOAD_FAILED, detail, status=500))
         return
-    channel.sendall(framing.pack(framing.READY))
+    channel.sendall(framing.pack(framing.READY, _description(invoke, spec)))
     while True:
         try:
             kind, _, _, body = framing.receive(channel)

@@ -96,7 +96,13 @@ function renderServices() {
         element("a", { class: "button bundle", href: bundle.href, download: "", text: "Download bundle" })));
     if (loads[service.id]) {
       const kind = loads[service.id].switched ? "ok" : "bad";
-      card.append(element("p", { class: `deployment ${kind}`, text: loads[service.id].summary }));
+      const summary = element("p", { class: `deployment ${kind}`, text: loads[service.id].summary });
+      if (loads[service.id].switched) {
+        summary.append(" ", element("a", {
+          class: "docs", href: loads[service.id].docs, target: "_blank", rel: "noopener", text: "API documentation",
+        }));
+      }
+      card.append(summary);
     }
     card.append(element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows)));
     section.append(card);

@@ -20,7 +20,7 @@ def raises(message="bad input"):
 
 
 def notjson():
-    return {1, 2}
+    return {"values": [1, range(2)]}
 
 
 def printer(text="hello"):
