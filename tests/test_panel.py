@@ -77,9 +77,14 @@ def test_play_in_the_kernel_saves_the_edited_queries_and_shows_the_results(panel
 
 
 def test_deploy_shows_which_functions_load_then_play_on_the_dev_server(panel, registry):
+    panel.where.value = "dev server"
+    panel.play_button.click()
+    assert errors(panel) == "the dev server serves nothing of service 'calc' yet: deploy it first\n"
+
     panel.deploy_button.click()
     assert errors(panel) == ""
     assert "NOT switched: broken did not load" in panel.status.value
+    assert "serves nothing of it yet" in panel.status.value  # the first deploy: nothing served before
     assert "no_such_module_here" in panel.loads.value and "ModuleNotFoundError" in panel.loads.value
 
     registry.register(parse_endpoint_magic("calc/broken --function f"), "def f():\n    return 1\n")
@@ -87,12 +92,16 @@ def test_deploy_shows_which_functions_load_then_play_on_the_dev_server(panel, re
     assert "deployed to the dev server" in panel.status.value
     assert panel.loads.value.count(">yes<") == 2
 
-    panel.where.value = "dev server"
     panel.play_button.click()
     assert errors(panel) == ""
     assert (panel.progress.value, panel.progress.max) == (2, 2)
     assert "on the dev server: 2 queries, 1 FAILED" in panel.status.value
     assert ">PASS<" in panel.results.value and ">FAIL<" in panel.results.value
+
+    registry.register(parse_endpoint_magic("calc/broken --function f"), "import no_such_module_here\n")
+    panel.deploy_button.click()
+    assert "did not load; the dev server at" in panel.status.value
+    assert "still serves its generation dev-" in panel.status.value
 
 
 def test_refresh_finds_new_endpoints_and_keeps_the_selection(panel, registry):

@@ -11,7 +11,9 @@ A deployment uploads the bundle as a new generation and switches to it (the `%ap
 calls). The switch refuses a generation whose code does not load, and then the previous one
 serves on; the node's `generations/<gen>/check` route says, per endpoint, whether its code
 loads, with the error and traceback when it does not. Each deployment is a generation of its
-own (`dev-<time>-<random>`), so redeploying an unchanged service reloads it too.
+own (`dev-<time>-<random>`), so redeploying an unchanged service reloads it too. What the dev
+server serves of a service (the admin API's `activeGeneration`) tells a refused first deploy
+from a refused redeploy, and a play before any deploy from a play of a bad query.
 
 Everything here blocks (apinode.client).
 """
@@ -44,6 +46,10 @@ _START_TIMEOUT = 120.0  # a start asked by a kernel: the admin key, then the nod
 LOAD_HEADERS = ("endpoint", "loads", "error")
 
 
+class NotDeployed(NodeError):
+    """Test queries played on the dev server before a deploy of their service has loaded."""
+
+
 @dataclass(frozen=True)
 class EndpointLoad:
     """Whether one endpoint's code loads on the dev server; why not when it does not."""
@@ -61,8 +67,9 @@ class EndpointLoad:
 class DevDeployment:
     """A service deployed to the dev server: does each function load, and is it now served.
 
-    When an endpoint does not load, the switch is refused and the dev server serves what it
-    served before (`switched` is false).
+    When an endpoint does not load, the switch is refused (`switched` is false) and the dev
+    server serves on the generation it served before, `serving` (None: it serves nothing of
+    the service yet).
     """
 
     service: str
@@ -70,16 +77,19 @@ class DevDeployment:
     url: str
     switched: bool
     endpoints: tuple[EndpointLoad, ...]
+    serving: str | None
 
     @property
     def summary(self) -> str:
         if self.switched:
             return f"service {self.service} deployed to the dev server at {self.url} (generation {self.generation})"
         failed = ", ".join(load.endpoint for load in self.endpoints if not load.loaded)
-        return (
-            f"service {self.service} NOT switched: {failed} did not load; the dev server at "
-            f"{self.url} serves what it served before"
+        served = (
+            "serves nothing of it yet (no deploy of it has loaded)"
+            if self.serving is None
+            else f"still serves its generation {self.serving}"
         )
+        return f"service {self.service} NOT switched: {failed} did not load; the dev server at {self.url} {served}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +97,7 @@ class DevDeployment:
             "generation": self.generation,
             "url": self.url,
             "switched": self.switched,
+            "serving": self.serving,
             "summary": self.summary,
             "endpoints": {load.endpoint: load.to_json() for load in self.endpoints},
         }
@@ -128,9 +139,22 @@ def deploy_to_dev(info: DevServerInfo, staged: StagedService) -> DevDeployment:
         loads = _check(info, service, generation)  # why, when it is that some code did not load
         if loads is None or all(load.loaded for load in loads):
             raise refused from None
-        return DevDeployment(service, generation, info.url, False, loads)
+        serving = served_generation(NodeClient(info.url, info.admin_key), service)
+        return DevDeployment(service, generation, info.url, False, loads, serving)
     loads = tuple(EndpointLoad(endpoint.id, True) for endpoint in staged.definition.endpoints)
-    return DevDeployment(service, generation, info.url, True, loads)
+    return DevDeployment(service, generation, info.url, True, loads, generation)
+
+
+def served_generation(node: NodeClient, service: str) -> str | None:
+    """The generation of `service` the node serves; None if it serves none or has no such service."""
+    try:
+        described = node.service(service)
+    except NodeError as error:
+        if error.status == 404:
+            return None
+        raise
+    active = described.get("activeGeneration") if isinstance(described, dict) else None
+    return active if isinstance(active, str) else None
 
 
 def _check(info: DevServerInfo, service: str, generation: str) -> tuple[EndpointLoad, ...] | None:
@@ -148,14 +172,17 @@ def _check(info: DevServerInfo, service: str, generation: str) -> tuple[Endpoint
 
 
 def play_on_dev(
-    url: str,
+    info: DevServerInfo,
     service: str,
     endpoint: str,
     queries: Sequence[TestQuery],
     on_result: Callable[[QueryResult], None] | None = None,
 ) -> RichReport:
-    """Play test queries on the dev server at `url`, one after the other; `on_result` after each."""
-    node = NodeClient(url)
+    """Play test queries on the dev server, one after the other; `on_result` after each.
+    NotDeployed, before any query, when the dev server serves nothing of the service."""
+    if served_generation(NodeClient(info.url, info.admin_key), service) is None:
+        raise NotDeployed(f"the dev server serves nothing of service {service!r} yet: deploy it first")
+    node = NodeClient(info.url)
     results = []
     for query in queries:
         results.append(node.play(service, endpoint, query))

@@ -152,7 +152,7 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
             report = run_queries(self.registry, service, endpoint)
             self.progress.value = len(queries)
         else:
-            report = play_on_dev(self._dev_server().url, service, endpoint, queries, self._advance)
+            report = play_on_dev(self._dev_server(), service, endpoint, queries, self._advance)
         self.results.value = _tables(report._repr_html_())
         self._say(report.summary, _OK if report.passed else _WRONG)
 
