@@ -1,9 +1,21 @@
 """Shared fixtures. Async tests run on pytest-jupyter's event loop (the plugin the Jupyter
 extension tests need anyway)."""
 
+import os
+from pathlib import Path
+
 import pytest
+from support import UV
 
 pytest_plugins = ("pytest_jupyter.jupyter_core",)
+
+
+@pytest.fixture
+def uv_path(monkeypatch):
+    """PATH with uv on it, when this interpreter's environment has uv (code envs build faster)."""
+    if UV is not None:
+        monkeypatch.setenv("PATH", f"{Path(UV).parent}{os.pathsep}{os.environ['PATH']}")
+    return os.environ["PATH"]
 
 
 @pytest.fixture
