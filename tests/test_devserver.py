@@ -110,6 +110,7 @@ async def test_a_kernel_of_this_server_deploys_with_api_dev(jp_fetch, jp_servera
     assert info is not None, outputs
     shown = "".join(outputs)
     assert f"service echo deployed to the dev server at {info.url}" in shown
+    assert "switching echo to generation dev-" in shown  # its steps showed as it went
     assert "say       yes" in shown
     # a kernel started without a session (no notebook): the designer, which asks for one
     assert shown.endswith(f"API designer: {jp_serverapp.connection_url}apinode/designer")

@@ -37,10 +37,9 @@ from ..packaging.bundles import bundle_bytes
 from ..packaging.definitions import TestQuery
 from ..packaging.staging import StagedService
 from ..results import QueryResult, describe_error, text_table
-from .deploy import deploy_bundle
+from .deploy import deploy_bundle, no_step
 from .devserver import DevServerError, DevServerInfo, find_dev_server, runtime_file
 from .html_tables import RichReport, html_table
-from .kernel_endpoints import KernelEndpoints
 
 _START_TIMEOUT = 120.0  # a start asked by a kernel: the admin key, then the node's start-up
 LOAD_HEADERS = ("endpoint", "loads", "error")
@@ -127,14 +126,22 @@ class DevDeployment:
         )
 
 
-def deploy_to_dev(info: DevServerInfo, staged: StagedService) -> DevDeployment:
-    """Deploy `staged` as a new generation; whether each endpoint loads (NodeError if unusable)."""
+DEPLOY_STEPS = 3
+"""The steps of `deploy_to_dev` that `on_step` hears of: bundling, uploading, switching."""
+
+
+def deploy_to_dev(
+    info: DevServerInfo, staged: StagedService, on_step: Callable[[str], None] = no_step
+) -> DevDeployment:
+    """Deploy `staged` as a new generation; whether each endpoint loads (NodeError if unusable).
+    `on_step` (called on this thread) hears of each step as it starts."""
     service = staged.definition.id
     moment = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     generation = f"dev-{moment}-{secrets.token_hex(3)}"
+    on_step(f"bundling {service}")
     bundle, _ = bundle_bytes(staged, generation)
     try:
-        deploy_bundle(info.url, info.admin_key, service, bundle, generation)
+        deploy_bundle(info.url, info.admin_key, service, bundle, generation, on_step)
     except NodeError as refused:
         loads = _check(info, service, generation)  # why, when it is that some code did not load
         if loads is None or all(load.loaded for load in loads):
@@ -211,13 +218,6 @@ def kernel_dev_server(server_pid: int | None = None) -> DevServerInfo:
             f"but {runtime_file(server_pid)} does not describe a running one"
         )
     return info
-
-
-def deploy_registered(
-    registry: KernelEndpoints, service: str, dev_server: Callable[[], DevServerInfo] = kernel_dev_server
-) -> DevDeployment:
-    """Deploy a service the kernel registered (`%api_dev`, the panel) to the dev server."""
-    return deploy_to_dev(dev_server(), registry.stage(service))
 
 
 def jupyter_server_info(server_pid: int) -> dict[str, Any]:

@@ -155,7 +155,7 @@ class CodeEnvCache:
         say = progress or (lambda line: log.info("code env %s: %s", key, line))
         self.root.mkdir(parents=True, exist_ok=True)
         lock = self.root / f"{key}.lock"
-        with locked(lock, wait=True):
+        with locked(lock, wait=True, on_wait=lambda: say("waiting: another process is building or checking it")):
             if not _is_complete(directory):
                 if directory.exists():
                     say("removing a half-built env")

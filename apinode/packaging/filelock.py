@@ -18,18 +18,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def locked(path: Path, wait: bool = True) -> Iterator[bool]:
+def locked(path: Path, wait: bool = True, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
     """Hold an exclusive flock on the file at `path` (created if needed); yields False if `wait`
-    is False and someone else holds it."""
+    is False and someone else holds it. `on_wait` is called first when `wait` is True and the
+    lock is taken (to say why nothing happens for a while)."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            _flock_exclusive(fd, wait, on_wait)
             if _same_file(fd, path):
                 break
         except BlockingIOError:
@@ -44,6 +45,18 @@ def locked(path: Path, wait: bool = True) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+def _flock_exclusive(fd: int, wait: bool, on_wait: Callable[[], None] | None) -> None:
+    """flock(LOCK_EX), not waiting unless `wait`; `on_wait()` before a wait (BlockingIOError when
+    the lock is taken and `wait` is False)."""
+    if wait and on_wait is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            on_wait()
+    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
 
 
 def _same_file(fd: int, path: Path) -> bool:
