@@ -77,10 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     envs.add_argument(
         "--data-dir",
         type=absolute_path,
-        help="the node's data directory (default: the cache of `apinode run`, "
-        "$APINODE_CODE_ENVS or ~/.cache/apinode/code-envs, which no "
-        "generation uses)",
+        help="the node's data directory: its generations say which envs they use, in its cache "
+        "(default: the cache of `apinode run`, $APINODE_CODE_ENVS or ~/.cache/apinode/code-envs, "
+        "which no generation uses)",
     )
+    _add_code_envs_option(envs, "the cache to list or prune, if not the data directory's (see serve --code-envs)")
     envs.set_defaults(handler=_envs)
 
     test = commands.add_parser("test", help="play a service's test queries on a node; exit 1 unless all pass")
@@ -104,6 +105,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_code_envs_option(command: argparse.ArgumentParser, help_text: str) -> None:
+    command.add_argument("--code-envs", type=absolute_path, metavar="DIR", help=help_text)
+
+
+def _code_env_cache(args: argparse.Namespace) -> CodeEnvCache:
+    """The cache `--code-envs` names, else the data directory's, else the one of `apinode run`."""
+    if args.code_envs is not None:
+        return CodeEnvCache(args.code_envs)
+    return run_cache() if args.data_dir is None else data_dir_cache(args.data_dir)
+
+
 def _add_node_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve_command = commands.add_parser(
         "serve", help="the full node: the services of a data directory, with the admin API"
@@ -113,6 +125,11 @@ def _add_node_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=absolute_path,
         required=True,
         help="where services, generations, keys and logs live (created if missing)",
+    )
+    _add_code_envs_option(
+        serve_command,
+        "where code envs are built and kept (default: DATA_DIR/code-envs); nodes may share one, "
+        "e.g. ~/.cache/apinode/code-envs, the cache of `apinode run`, to build each env once",
     )
     _add_server_options(serve_command)
     serve_command.set_defaults(handler=_serve)
@@ -271,7 +288,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"no admin key yet: make one with `apinode admin-key-create --data-dir {store.root}`")
         sys.stdout.flush()
 
-    _serve_data_dir(store, args, announce, data_dir_cache(args.data_dir))
+    _serve_data_dir(store, args, announce, _code_env_cache(args))
     return 0
 
 
@@ -301,6 +318,7 @@ def _serve_data_dir(
             )
         )
     finally:
+        code_envs.close()  # `apinode envs prune` may now remove what it used
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)  # the node no longer serves
 
@@ -393,15 +411,15 @@ ADMIN_COMMANDS: dict[str, AdminCommand] = {
 
 
 def _envs(args: argparse.Namespace) -> int:
-    cache = run_cache() if args.data_dir is None else data_dir_cache(args.data_dir)
+    cache = _code_env_cache(args)
     users = {} if args.data_dir is None else env_users(args.data_dir, cache)
     entries = cache.entries()
     if args.action == "prune":
         for entry in entries:
             if entry.key not in users:
-                removed = cache.remove(entry.key)
+                kept = cache.remove(entry.key)
                 print(
-                    f"{'removed' if removed else 'kept, being built:'} {entry.key} "
+                    f"{'removed' if kept is None else f'kept, {kept}:'} {entry.key} "
                     f"({_megabytes(entry.size_bytes)}) {' '.join(entry.requirements)}"
                 )
         return 0

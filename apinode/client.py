@@ -197,6 +197,10 @@ class NodeClient:
     def delete_service(self, service: str) -> Any:
         return self.admin("DELETE", f"services/{quote(service)}")
 
+    def service(self, service: str) -> Any:
+        """The service as the admin API describes it (enabled, activeGeneration...)."""
+        return self.admin("GET", f"services/{quote(service)}")
+
     def generations(self, service: str) -> Any:
         return self.admin("GET", f"services/{quote(service)}/generations")
 

@@ -1,8 +1,11 @@
 """Shared fixtures. Async tests run on pytest-jupyter's event loop (the plugin the Jupyter
 extension tests need anyway)."""
 
+import os
+from pathlib import Path
+
 import pytest
-from support import SERVICES, NodeProcess
+from support import SERVICES, UV, NodeProcess
 
 pytest_plugins = ("pytest_jupyter.jupyter_core",)
 
@@ -14,6 +17,14 @@ def datatypes_node():
     node = NodeProcess("run", str(SERVICES / "datatypes"))
     yield node
     assert node.stop() == 0
+
+
+@pytest.fixture
+def uv_path(monkeypatch):
+    """PATH with uv on it, when this interpreter's environment has uv (code envs build faster)."""
+    if UV is not None:
+        monkeypatch.setenv("PATH", f"{Path(UV).parent}{os.pathsep}{os.environ['PATH']}")
+    return os.environ["PATH"]
 
 
 @pytest.fixture

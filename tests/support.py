@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from apinode.packaging.bundles import write_bundle
 from apinode.packaging.staging import stage_directory
 
 SERVICES = Path(__file__).parent / "services"
+UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+"""uv, when installed (next to this interpreter or on PATH): code envs build faster with it."""
 
 
 class NodeProcess(LocalNode):

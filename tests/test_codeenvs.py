@@ -8,7 +8,6 @@ interpreter) on PATH; each of them passes with pip too, only slower.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 import dataikuapi
 import pytest
 import requests
-from support import NodeProcess, make_admin_key
+from support import UV, NodeProcess, make_admin_key
 
 from apinode.cli import main
 from apinode.node.interpreters import codeenv_python
@@ -36,7 +35,6 @@ from apinode.packaging.staging import stage_directory
 SIX = CodeEnv(("six==1.16.0",))
 MISSING = "apinode-no-such-package-xyz==1.0"
 TINY = "apinode-tiny-testpkg"
-UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 PROBE = """\
 import sys
 
@@ -51,14 +49,6 @@ def probe():
             found[name] = getattr(module, "__version__", "present")
     return {"modules": found, "python": sys.executable}
 """
-
-
-@pytest.fixture
-def uv_path(monkeypatch):
-    """PATH with uv on it, when this interpreter's environment has uv."""
-    if UV is not None:
-        monkeypatch.setenv("PATH", f"{Path(UV).parent}{os.pathsep}{os.environ['PATH']}")
-    return os.environ["PATH"]
 
 
 def python_says(python, code):
@@ -353,7 +343,19 @@ def test_relative_data_dir_and_cache_paths_serve_code_envs(tmp_path, uv_path, mo
         node.stop()
     assert response.status_code == 200, response.text
     assert response.json()["response"]["python"] == str(tmp_path / "data" / "code-envs" / key / "bin" / "python")
-    assert sorted(path.name for path in (tmp_path / "data" / "code-envs").iterdir()) == [key, f"{key}.lock"]
+    assert sorted(path.name for path in (tmp_path / "data" / "code-envs").iterdir()) == [
+        key,
+        f"{key}.in-use",
+        f"{key}.lock",
+    ]
+
+    shared = tmp_path / "shared"  # serve --code-envs: another cache, here a relative path too
+    node = NodeProcess("serve", "--data-dir", "data", "--code-envs", "shared", env=env, ready_timeout=60)
+    try:
+        response = requests.post(f"{node.url}/public/api/v1/envs/env/run", json={}, timeout=30)
+    finally:
+        node.stop()
+    assert response.json()["response"]["python"] == str(shared / key / "bin" / "python")
 
 
 def test_a_code_env_cache_path_must_be_absolute():
@@ -394,6 +396,30 @@ def test_envs_lists_and_prunes_what_no_generation_uses(tmp_path, uv_path, capsys
     assert rows[unused.key].split()[3:] == ["-", "-"]
     assert listing[-1] == f"2 code env(s) in {data_dir / 'code-envs'}"
 
+    assert main(["envs", "prune", "--data-dir", str(data_dir)]) == 0  # this process runs in them
+    assert capsys.readouterr().out.startswith(f"kept, in use by a running node: {unused.key} ")
+    cache.close()  # as a node does when it stops
     assert main(["envs", "prune", "--data-dir", str(data_dir)]) == 0
     assert capsys.readouterr().out.startswith(f"removed {unused.key} ")
-    assert sorted(path.name for path in (data_dir / "code-envs").iterdir()) == [used.key, f"{used.key}.lock"]
+    assert sorted(path.name for path in (data_dir / "code-envs").iterdir()) == [
+        used.key,
+        f"{used.key}.in-use",
+        f"{used.key}.lock",
+    ]
+
+
+def test_prune_of_a_shared_cache_spares_the_envs_a_running_node_uses(tmp_path, uv_path, capsys):
+    """Another node's generations are not on this data directory: its running process marks its envs."""
+    shared = tmp_path / "shared"
+    source = service_dir(tmp_path / "svc", [{"id": "env", "codeEnv": {"requirements": []}}])
+    node = NodeProcess("run", str(source), env={"APINODE_CODE_ENVS": str(shared), "PATH": uv_path}, ready_timeout=120)
+    try:
+        (built,) = CodeEnvCache(shared).entries()
+        assert main(["envs", "prune", "--code-envs", str(shared), "--data-dir", str(tmp_path / "empty")]) == 0
+        assert capsys.readouterr().out.startswith(f"kept, in use by a running node: {built.key} ")
+        assert requests.post(f"{node.url}/public/api/v1/envs/env/run", json={}, timeout=30).status_code == 200
+    finally:
+        node.stop()
+    assert main(["envs", "prune", "--code-envs", str(shared)]) == 0
+    assert capsys.readouterr().out.startswith(f"removed {built.key} ")
+    assert list(shared.iterdir()) == []

@@ -15,14 +15,18 @@ from support import alive, children, cmdline, eventually, write_notebook
 
 from apinode.client import NodeClient, NodeError
 from apinode.jupyter_ext.designer_link import designer_link
-from apinode.jupyter_ext.devclient import kernel_dev_server
+from apinode.jupyter_ext.devclient import deploy_to_dev, kernel_dev_server
 from apinode.jupyter_ext.devserver import DevServer, DevServerError, find_dev_server
+from apinode.jupyter_ext.kernel_endpoints import KernelEndpoints
+from apinode.packaging.codeenvs import CodeEnvCache
+from apinode.packaging.magic_syntax import parse_endpoint_magic
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 pytestmark = pytest.mark.timeout(120)
 
 ECHO = "%%api_endpoint echo/say --function say\ndef say(text='hello'):\n    return text\n"
+HELLO_SIX = "import six\n\ndef hello():\n    return six.__version__\n"
 
 
 @pytest.fixture
@@ -49,7 +53,12 @@ async def test_one_dev_server_serves_every_deploy_and_kernel_then_stops_with_jup
 
     runtime_file = jp_runtime_dir / f"apinode-devserver-{os.getpid()}.json"
     assert stat.S_IMODE(runtime_file.stat().st_mode) == 0o600  # it holds the admin key
-    assert json.loads(runtime_file.read_text()) == {"url": info.url, "adminKey": info.admin_key, "pid": info.pid}
+    assert json.loads(runtime_file.read_text()) == {
+        "url": info.url,
+        "adminKey": info.admin_key,
+        "pid": info.pid,
+        "log": str(info.log),
+    }
     assert find_dev_server(os.getpid()) == info  # what a kernel of this server finds
     assert await asyncio.to_thread(kernel_dev_server, os.getpid()) == info
 
@@ -101,6 +110,7 @@ async def test_a_kernel_of_this_server_deploys_with_api_dev(jp_fetch, jp_servera
     assert info is not None, outputs
     shown = "".join(outputs)
     assert f"service echo deployed to the dev server at {info.url}" in shown
+    assert "switching echo to generation dev-" in shown  # its steps showed as it went
     assert "say       yes" in shown
     # a kernel started without a session (no notebook): the designer, which asks for one
     assert shown.endswith(f"API designer: {jp_serverapp.connection_url}apinode/designer")
@@ -222,3 +232,24 @@ def test_the_nodes_check_route_needs_the_admin_key_and_an_imported_generation(tm
         assert missing.value.status == 404 and "no generation 'g-nope'" in missing.value.message
     finally:
         server.stop()
+
+
+def test_dev_servers_share_the_users_code_env_cache(tmp_path, uv_path, monkeypatch):
+    """Each Jupyter session has its own dev server; an env built for one is not built again."""
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("APINODE_CODE_ENVS", str(cache))
+    registry = KernelEndpoints(tmp_path)
+    registry.register(parse_endpoint_magic("envs/hello --function hello --requirement six==1.16.0"), HELLO_SIX)
+    logs = []
+    for session in ("first", "second"):
+        (tmp_path / session).mkdir()
+        server = DevServer(os.getpid(), tmp_path / session, start_timeout=60, stop_timeout=10)
+        try:
+            deployment = deploy_to_dev(server.ensure(), registry.stage("envs"))
+            assert deployment.switched, deployment
+            logs.append(server.running.log.read_text())
+        finally:
+            server.stop()
+    assert "building for 1 requirement" in logs[0]
+    assert "building for" not in logs[1]
+    assert [entry.requirements for entry in CodeEnvCache(cache).entries()] == [("six==1.16.0",)]

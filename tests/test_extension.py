@@ -83,9 +83,16 @@ async def test_a_bad_cell_is_a_400_naming_the_cell(jp_fetch, jp_root_dir):
 
 
 async def test_deploy_says_which_functions_load_then_play_judges_the_queries(jp_fetch, notebook, jp_root_dir):
+    play_add = post({"path": notebook, "service": "demo", "endpoint": "add"})
+    code, message = await refused(jp_fetch, "apinode", "api", "dev", "play", **play_add)
+    assert (code, message) == (409, "the dev server serves nothing of service 'demo' yet: deploy it first")
+
     deployed = await fetch_json(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": notebook}))
     demo, other = deployed["services"]
     assert demo["switched"] is False and other["switched"] is True
+    assert demo["serving"] is None and demo["summary"].endswith("serves nothing of it yet (no deploy of it has loaded)")
+    code, message = await refused(jp_fetch, "apinode", "api", "dev", "play", **play_add)
+    assert code == 409 and "deploy it first" in message  # a failed first deploy serves nothing either
     assert demo["endpoints"]["add"] == {"loaded": True, "error": None, "traceback": None}
     broken = demo["endpoints"]["broken"]
     assert broken["loaded"] is False and "no_such_module_here" in broken["error"]
@@ -95,9 +102,7 @@ async def test_deploy_says_which_functions_load_then_play_judges_the_queries(jp_
     deployed = await fetch_json(jp_fetch, "apinode", "api", "dev", "deploy", **post({"path": notebook}))
     assert deployed["services"][0]["switched"] is True
 
-    played = await fetch_json(
-        jp_fetch, "apinode", "api", "dev", "play", **post({"path": notebook, "service": "demo", "endpoint": "add"})
-    )
+    played = await fetch_json(jp_fetch, "apinode", "api", "dev", "play", **play_add)
     assert played["passed"] is False
     three, wrong = played["results"]
     assert (three["status"], three["response"], three["verdict"]) == (200, 3, "PASS")

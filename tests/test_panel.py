@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import threading
+import time
 
 import pytest
+from support import eventually
 
+from apinode.jupyter_ext.deploy_progress import LogTail, code_env_lines
 from apinode.jupyter_ext.devserver import DevServer, DevServerError
 from apinode.jupyter_ext.kernel_endpoints import KernelEndpoints
+from apinode.jupyter_ext.kernel_queries import run_queries
 from apinode.jupyter_ext.panel import ApiPanel
+from apinode.packaging.codeenvs import env_key, normalize_requirements
+from apinode.packaging.filelock import locked
 from apinode.packaging.magic_syntax import MagicUsageError, parse_endpoint_magic
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,6 +50,13 @@ def registry(tmp_path):
 @pytest.fixture
 def panel(registry, dev_server):
     return ApiPanel(registry, dev_server=dev_server.ensure)
+
+
+def deploy(panel: ApiPanel) -> None:
+    """Click Deploy, and wait for the deploy it starts in the background."""
+    panel.deploy_button.click()
+    panel.background.join(timeout=60)
+    assert not panel.background.is_alive()
 
 
 def errors(panel: ApiPanel) -> str:
@@ -79,22 +95,33 @@ def test_play_in_the_kernel_saves_the_edited_queries_and_shows_the_results(panel
 
 
 def test_deploy_shows_which_functions_load_then_play_on_the_dev_server(panel, registry):
-    panel.deploy_button.click()
+    panel.where.value = "dev server"
+    panel.play_button.click()
+    assert errors(panel) == "the dev server serves nothing of service 'calc' yet: deploy it first\n"
+
+    deploy(panel)
     assert errors(panel) == ""
     assert "NOT switched: broken did not load" in panel.status.value
+    assert "serves nothing of it yet" in panel.status.value  # the first deploy: nothing served before
     assert "no_such_module_here" in panel.loads.value and "ModuleNotFoundError" in panel.loads.value
 
     registry.register(parse_endpoint_magic("calc/broken --function f"), "def f():\n    return 1\n")
-    panel.deploy_button.click()
+    deploy(panel)
     assert "deployed to the dev server" in panel.status.value
     assert panel.loads.value.count(">yes<") == 2
 
-    panel.where.value = "dev server"
     panel.play_button.click()
     assert errors(panel) == ""
     assert (panel.progress.value, panel.progress.max) == (2, 2)
     assert "on the dev server: 2 queries, 1 FAILED" in panel.status.value
     assert ">PASS<" in panel.results.value and ">FAIL<" in panel.results.value
+
+    registry.register(
+        parse_endpoint_magic("calc/broken --function f"), "import no_such_module_here\n\ndef f():\n    pass\n"
+    )
+    deploy(panel)
+    assert "did not load; the dev server at" in panel.status.value
+    assert "still serves its generation dev-" in panel.status.value
 
 
 def test_refresh_finds_new_endpoints_and_keeps_the_selection(panel, registry):
@@ -125,7 +152,7 @@ def test_errors_land_in_the_output_widget_one_line_or_a_traceback(registry):
         raise DevServerError("no dev server: this kernel's Jupyter server has no apinode extension")
 
     panel = ApiPanel(registry, dev_server=no_dev_server)
-    panel.deploy_button.click()
+    deploy(panel)
     assert errors(panel) == "no dev server: this kernel's Jupyter server has no apinode extension\n"
     assert "failed" in panel.status.value and not panel.deploy_button.disabled
 
@@ -133,7 +160,7 @@ def test_errors_land_in_the_output_widget_one_line_or_a_traceback(registry):
         raise ZeroDivisionError("oops")
 
     panel = ApiPanel(registry, dev_server=bug)
-    panel.deploy_button.click()
+    deploy(panel)
     assert "Traceback (most recent call last)" in errors(panel) and "ZeroDivisionError: oops" in errors(panel)
     panel.play_button.click()  # the next click starts with a clean slate
     assert "Traceback" not in errors(panel)
@@ -142,7 +169,7 @@ def test_errors_land_in_the_output_widget_one_line_or_a_traceback(registry):
         raise MagicUsageError("expected SERVICE/ENDPOINT; usage: ...")
 
     panel = ApiPanel(registry, dev_server=usage)
-    panel.deploy_button.click()
+    deploy(panel)
     assert errors(panel) == "expected SERVICE/ENDPOINT; usage: ...\n"
 
 
@@ -152,3 +179,76 @@ def test_an_empty_kernel_says_what_to_do(tmp_path):
     assert "run a %%api_endpoint cell" in panel.status.value
     panel.deploy_button.click()
     assert "no endpoint selected" in errors(panel)
+
+
+@contextlib.contextmanager
+def built_elsewhere(lock, longest: float = 20):
+    """Hold a code env's build lock in another thread, as another node building that env would,
+    until the block ends (or `longest` seconds: a deploy that blocks the test cannot hang it)."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with locked(lock):
+            taken.set()
+            release.wait(longest)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(10)
+
+
+@pytest.mark.timeout(180)
+def test_deploy_runs_in_the_background_showing_the_installers_lines(tmp_path, registry, uv_path, monkeypatch):
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("APINODE_CODE_ENVS", str(cache))
+    (tmp_path / "runtime").mkdir()
+    server = DevServer(os.getpid(), tmp_path / "runtime", start_timeout=60, stop_timeout=10)
+    registry.register(
+        parse_endpoint_magic("slow/version --function version --requirement six==1.16.0"),
+        "import six\n\ndef version():\n    return six.__version__\n",
+    )
+    panel = ApiPanel(registry, dev_server=server.ensure)
+    panel.endpoint.value = ("slow", "version")
+    cache.mkdir()
+    try:
+        with built_elsewhere(cache / f"{env_key(normalize_requirements(['six==1.16.0']))}.lock"):
+            started = time.monotonic()
+            panel.deploy_button.click()
+            assert time.monotonic() - started < 5  # the click returns at once...
+            assert panel.background.is_alive() and panel.deploy_button.disabled
+            assert run_queries(registry, "calc", "add").results[0].passed  # ...and the kernel runs a cell
+            eventually(lambda: "waiting: another process is building" in panel.build_log.value, timeout=60)
+            assert "switching slow to generation" in panel.status.value  # shown while it waits
+            assert (panel.progress.value, panel.progress.max) == (3, 4)
+        panel.background.join(timeout=120)
+        assert not panel.background.is_alive()
+    finally:
+        server.stop()
+    assert errors(panel) == ""
+    assert "service slow deployed to the dev server" in panel.status.value
+    assert (panel.progress.value, panel.progress.max) == (4, 4)
+    lines = panel.build_log.value
+    assert "building for 1 requirement" in lines and "built in" in lines
+    assert re.search(r"Installed 1 package|Successfully installed six-1\.16\.0", lines), lines  # uv or pip
+    assert not panel.deploy_button.disabled and not panel.play_button.disabled
+
+
+def test_the_log_tail_gives_the_code_env_lines_written_since_it_started_whole(tmp_path):
+    log = tmp_path / "node.log"
+    log.write_text("t INFO apinode.codeenvs: code env k: an earlier build\n")
+    tail, unborn = LogTail(log), LogTail(tmp_path / "later.log")
+    assert tail.new_lines() == [] and unborn.new_lines() == []
+    with log.open("a") as out:
+        out.write("t INFO apinode.codeenvs: code env k: Resolved 1 package\nt INFO apinode.pool: x\n")
+        out.write("t INFO apinode.codeenvs: code env k: Insta")  # a line being written
+    assert code_env_lines(tail.new_lines()) == ["code env k: Resolved 1 package"]
+    with log.open("a") as out:
+        out.write("lled 1 package\n")
+    assert code_env_lines(tail.new_lines()) == ["code env k: Installed 1 package"]
+    (tmp_path / "later.log").write_text("t INFO apinode.codeenvs: code env k: first\n")
+    assert code_env_lines(unborn.new_lines()) == ["code env k: first"]

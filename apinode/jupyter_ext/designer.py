@@ -95,7 +95,7 @@ class Designer:
 
     def _play(self, service_id: str, endpoint_id: str, queries: tuple[TestQuery, ...]) -> dict[str, Any]:
         info = self.dev_server.ensure()
-        report = play_on_dev(info.url, service_id, endpoint_id, queries)
+        report = play_on_dev(info, service_id, endpoint_id, queries)
         return {
             "service": service_id,
             "endpoint": endpoint_id,

@@ -11,7 +11,9 @@ A deployment uploads the bundle as a new generation and switches to it (the `%ap
 calls). The switch refuses a generation whose code does not load, and then the previous one
 serves on; the node's `generations/<gen>/check` route says, per endpoint, whether its code
 loads, with the error and traceback when it does not. Each deployment is a generation of its
-own (`dev-<time>-<random>`), so redeploying an unchanged service reloads it too.
+own (`dev-<time>-<random>`), so redeploying an unchanged service reloads it too. What the dev
+server serves of a service (the admin API's `activeGeneration`) tells a refused first deploy
+from a refused redeploy, and a play before any deploy from a play of a bad query.
 
 Everything here blocks (apinode.client).
 """
@@ -35,13 +37,16 @@ from ..packaging.bundles import bundle_bytes
 from ..packaging.definitions import TestQuery
 from ..packaging.staging import StagedService
 from ..results import QueryResult, describe_error, text_table
-from .deploy import deploy_bundle
+from .deploy import deploy_bundle, no_step
 from .devserver import DevServerError, DevServerInfo, find_dev_server, runtime_file
 from .html_tables import RichReport, html_table
-from .kernel_endpoints import KernelEndpoints
 
 _START_TIMEOUT = 120.0  # a start asked by a kernel: the admin key, then the node's start-up
 LOAD_HEADERS = ("endpoint", "loads", "error")
+
+
+class NotDeployed(NodeError):
+    """Test queries played on the dev server before a deploy of their service has loaded."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,9 @@ class EndpointLoad:
 class DevDeployment:
     """A service deployed to the dev server: does each function load, and is it now served.
 
-    When an endpoint does not load, the switch is refused and the dev server serves what it
-    served before (`switched` is false).
+    When an endpoint does not load, the switch is refused (`switched` is false) and the dev
+    server serves on the generation it served before, `serving` (None: it serves nothing of
+    the service yet).
     """
 
     service: str
@@ -70,6 +76,7 @@ class DevDeployment:
     url: str
     switched: bool
     endpoints: tuple[EndpointLoad, ...]
+    serving: str | None
 
     @property
     def docs(self) -> str:
@@ -84,10 +91,12 @@ class DevDeployment:
                 f"{self.generation}); its documentation: {self.docs}"
             )
         failed = ", ".join(load.endpoint for load in self.endpoints if not load.loaded)
-        return (
-            f"service {self.service} NOT switched: {failed} did not load; the dev server at "
-            f"{self.url} serves what it served before"
+        served = (
+            "serves nothing of it yet (no deploy of it has loaded)"
+            if self.serving is None
+            else f"still serves its generation {self.serving}"
         )
+        return f"service {self.service} NOT switched: {failed} did not load; the dev server at {self.url} {served}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +104,7 @@ class DevDeployment:
             "generation": self.generation,
             "url": self.url,
             "switched": self.switched,
+            "serving": self.serving,
             "summary": self.summary,
             "docs": self.docs,
             "endpoints": {load.endpoint: load.to_json() for load in self.endpoints},
@@ -125,21 +135,42 @@ class DevDeployment:
         )
 
 
-def deploy_to_dev(info: DevServerInfo, staged: StagedService) -> DevDeployment:
-    """Deploy `staged` as a new generation; whether each endpoint loads (NodeError if unusable)."""
+DEPLOY_STEPS = 3
+"""The steps of `deploy_to_dev` that `on_step` hears of: bundling, uploading, switching."""
+
+
+def deploy_to_dev(
+    info: DevServerInfo, staged: StagedService, on_step: Callable[[str], None] = no_step
+) -> DevDeployment:
+    """Deploy `staged` as a new generation; whether each endpoint loads (NodeError if unusable).
+    `on_step` (called on this thread) hears of each step as it starts."""
     service = staged.definition.id
     moment = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     generation = f"dev-{moment}-{secrets.token_hex(3)}"
+    on_step(f"bundling {service}")
     bundle, _ = bundle_bytes(staged, generation)
     try:
-        deploy_bundle(info.url, info.admin_key, service, bundle, generation)
+        deploy_bundle(info.url, info.admin_key, service, bundle, generation, on_step)
     except NodeError as refused:
         loads = _check(info, service, generation)  # why, when it is that some code did not load
         if loads is None or all(load.loaded for load in loads):
             raise refused from None
-        return DevDeployment(service, generation, info.url, False, loads)
+        serving = served_generation(NodeClient(info.url, info.admin_key), service)
+        return DevDeployment(service, generation, info.url, False, loads, serving)
     loads = tuple(EndpointLoad(endpoint.id, True) for endpoint in staged.definition.endpoints)
-    return DevDeployment(service, generation, info.url, True, loads)
+    return DevDeployment(service, generation, info.url, True, loads, generation)
+
+
+def served_generation(node: NodeClient, service: str) -> str | None:
+    """The generation of `service` the node serves; None if it serves none or has no such service."""
+    try:
+        described = node.service(service)
+    except NodeError as error:
+        if error.status == 404:
+            return None
+        raise
+    active = described.get("activeGeneration") if isinstance(described, dict) else None
+    return active if isinstance(active, str) else None
 
 
 def _check(info: DevServerInfo, service: str, generation: str) -> tuple[EndpointLoad, ...] | None:
@@ -157,14 +188,17 @@ def _check(info: DevServerInfo, service: str, generation: str) -> tuple[Endpoint
 
 
 def play_on_dev(
-    url: str,
+    info: DevServerInfo,
     service: str,
     endpoint: str,
     queries: Sequence[TestQuery],
     on_result: Callable[[QueryResult], None] | None = None,
 ) -> RichReport:
-    """Play test queries on the dev server at `url`, one after the other; `on_result` after each."""
-    node = NodeClient(url)
+    """Play test queries on the dev server, one after the other; `on_result` after each.
+    NotDeployed, before any query, when the dev server serves nothing of the service."""
+    if served_generation(NodeClient(info.url, info.admin_key), service) is None:
+        raise NotDeployed(f"the dev server serves nothing of service {service!r} yet: deploy it first")
+    node = NodeClient(info.url)
     results = []
     for query in queries:
         results.append(node.play(service, endpoint, query))
@@ -193,13 +227,6 @@ def kernel_dev_server(server_pid: int | None = None) -> DevServerInfo:
             f"but {runtime_file(server_pid)} does not describe a running one"
         )
     return info
-
-
-def deploy_registered(
-    registry: KernelEndpoints, service: str, dev_server: Callable[[], DevServerInfo] = kernel_dev_server
-) -> DevDeployment:
-    """Deploy a service the kernel registered (`%api_dev`, the panel) to the dev server."""
-    return deploy_to_dev(dev_server(), registry.stage(service))
 
 
 def jupyter_server_info(server_pid: int) -> dict[str, Any]:

@@ -7,9 +7,11 @@ and that server's kernels (`%api_dev`, the panel):
 
 - The owner, `DevServer`, lives in the Jupyter server process. Its first `ensure()` makes a
   data directory and an admin key (`apinode admin-key-create`), starts `apinode serve` on a free
-  loopback port with apinode.localnode (output to `node.log` beside the data directory), learns
+  loopback port with apinode.localnode (output to `node.log` beside the data directory), its
+  code envs in the user's cache (the one of `apinode run`: $APINODE_CODE_ENVS, default
+  ~/.cache/apinode/code-envs), so that an env is built once, not in every Jupyter session; learns
   its URL from the node's ready file once it listens, and writes the runtime file
-  `<jupyter runtime dir>/apinode-devserver-<jupyter server pid>.json` {url, adminKey, pid}.
+  `<jupyter runtime dir>/apinode-devserver-<jupyter server pid>.json` {url, adminKey, pid, log}.
   `stop()` (for good: `ensure()` raises after it) removes the runtime file, sends SIGTERM (the
   node drains and stops its pipelines), waits, kills the node if it is still there (its
   pipelines exit when their channel to it closes), and removes the data directory. The node
@@ -39,6 +41,7 @@ from jupyter_core.paths import jupyter_runtime_dir, secure_write
 
 from ..client import NodeError
 from ..localnode import LocalNode, NodeStartError
+from ..node.interpreters import run_cache
 
 
 class DevServerError(NodeError):
@@ -47,18 +50,21 @@ class DevServerError(NodeError):
 
 @dataclass(frozen=True)
 class DevServerInfo:
-    """How to reach a running dev server: its base URL, an admin key, the node's pid."""
+    """How to reach a running dev server: its base URL, an admin key, the node's pid, and its log
+    (where the installer's output goes while a code env builds)."""
 
     url: str
     admin_key: str
     pid: int
+    log: Path
 
     def to_json(self) -> dict[str, object]:
-        return {"url": self.url, "adminKey": self.admin_key, "pid": self.pid}
+        return {"url": self.url, "adminKey": self.admin_key, "pid": self.pid, "log": str(self.log)}
 
     @classmethod
     def from_json(cls, value: dict[str, object]) -> DevServerInfo:
-        return cls(str(value["url"]), str(value["adminKey"]), int(value["pid"]))  # type: ignore[call-overload]
+        pid = int(value["pid"])  # type: ignore[call-overload]
+        return cls(str(value["url"]), str(value["adminKey"]), pid, Path(str(value["log"])))
 
 
 def runtime_file(server_pid: int, runtime_dir: Path | None = None) -> Path:
@@ -142,6 +148,8 @@ class DevServer:
                 "serve",
                 "--data-dir",
                 str(data_dir),
+                "--code-envs",
+                str(run_cache().root),
                 "--host",
                 "127.0.0.1",
                 ready_timeout=self.start_timeout,
@@ -152,7 +160,7 @@ class DevServer:
         except NodeStartError as error:
             self._stop_locked()
             raise DevServerError(f"the dev server {error.why}:\n{error.tail}") from None
-        self._info = DevServerInfo(self._node.url, key, self._node.pid)
+        self._info = DevServerInfo(self._node.url, key, self._node.pid, log_path)
         with secure_write(str(self.runtime_file)) as file:  # 0600: it holds the admin key
             json.dump(self._info.to_json(), file)
         return self._info

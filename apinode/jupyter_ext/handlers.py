@@ -2,9 +2,9 @@
 
 Each method parses the request and awaits the designer (apinode.jupyter_ext.designer), which
 runs what blocks in worker threads; `call` turns the errors a user can act on into HTTP errors
-with their message (400 for a bad notebook or request, 404, 403, 502 when the dev server
-fails), so the page and the panel show one line, not a traceback. The authorization
-resource is "apinode", so an Authorizer can grant or refuse the dev loop as a whole.
+with their message (400 for a bad notebook or request, 404, 403, 409 for playing a service not
+deployed yet, 502 when the dev server fails), so the page and the panel show one line, not a
+traceback. The authorization resource is "apinode", so an Authorizer can grant or refuse the dev loop as a whole.
 
 The proxy passes `/apinode/dev/<path>` on to the dev server's own URL (so the browser reaches
 the node through Jupyter's origin and login), status and body untouched.
@@ -30,6 +30,7 @@ from ..packaging.bundles import BundleError
 from ..packaging.definitions import DefinitionError
 from ..packaging.magic_syntax import MagicUsageError
 from .designer import Designer, DesignerError
+from .devclient import NotDeployed
 
 AUTH_RESOURCE = "apinode"
 PROXY_TIMEOUT = 300.0
@@ -57,6 +58,8 @@ class ApiNodeHandler(ExtensionHandlerMixin, APIHandler):
             raise web.HTTPError(error.status, error.message) from None
         except (DefinitionError, MagicUsageError, BundleError) as error:
             raise web.HTTPError(400, str(error)) from None
+        except NotDeployed as error:  # the service's state, not the dev server's failure
+            raise web.HTTPError(409, str(error)) from None
         except NodeError as error:  # a DevServerError too
             raise web.HTTPError(502, f"dev server: {error}") from None
 

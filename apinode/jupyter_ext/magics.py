@@ -184,18 +184,22 @@ class ApiMagics(Magics):
     def api_dev(self, line: str) -> None:
         """Deploy a service to this Jupyter server's dev server; says whether each function loads,
         and where the API designer shows this notebook."""
+        from .deploy_progress import DeployProgress, follow_deploy
         from .designer_link import designer_link
         from .devclient import (  # the dev server's client needs jupyter_core
-            deploy_registered,
             jupyter_server_info,
             jupyter_server_pid,
+            kernel_dev_server,
         )
 
         service = _parse(_service_parser("usage: %api_dev SERVICE"), line).service
-        deployment = deploy_registered(self.registry, service)
+        staged = self.registry.stage(service)
+        # One output, updated in place: the steps and installer lines, then the deployment.
+        shown = display(DeployProgress(service, ["starting the dev server"]), display_id=True)  # type: ignore[no-untyped-call]
+        deployment = follow_deploy(kernel_dev_server(), staged, shown.update)
+        shown.update(deployment)
         notebook = os.environ.get("JPY_SESSION_NAME")  # set by jupyter_server for a notebook's kernel
-        link = designer_link(jupyter_server_info(jupyter_server_pid()), notebook)
-        display(deployment, link)  # type: ignore[no-untyped-call]
+        display(designer_link(jupyter_server_info(jupyter_server_pid()), notebook))  # type: ignore[no-untyped-call]
 
     @no_var_expand
     @line_magic

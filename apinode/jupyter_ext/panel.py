@@ -4,22 +4,31 @@ A composite of stock ipywidgets, so it needs no front-end code and works whereve
 does, headless included (tests click its buttons and read its widgets). It is a thin skin over
 the library: queries play in the kernel through `%api_test`'s code (kernel_queries.run_queries,
 the binding a pipeline runs) or on the dev server through devclient.play_on_dev, and deploying
-is devclient.deploy_to_dev of the kernel's registered service. Results are the tables
-`%api_test` shows.
+is devclient.deploy_to_dev of the kernel's registered service, followed as it goes
+(apinode.jupyter_ext.deploy_progress). Results are the tables `%api_test` shows.
 
 Edited test queries are checked as you type, and saved into the kernel's registry when played:
 `%api_export` and `%api_dev` bundle them from then on (the notebook's `%%api_test_queries`
 cell keeps its own text until you change it).
 
-Concurrency: the buttons' callbacks run on the kernel's thread, one at a time, and block while
-they play or deploy; the progress bar and labels update as they go. Errors the user can act on
-show as one line, others as a traceback, both in the `errors` Output widget.
+Concurrency: the buttons' callbacks run on the kernel's thread, one at a time. Play and refresh
+block it while they work (a second or so). Deploy does not: building a code env takes tens of
+seconds, so its click only snapshots the kernel's registration (staging it, on the kernel's
+thread, where cells change the registry) and returns; the dev server's start and the deploy run
+in a thread of their own (`background`), the kernel runs other cells meanwhile, and the
+buttons stay disabled until it ends. While a deploy runs, only its thread changes the widgets
+(ipywidgets sends a trait change from any thread as a comm message on the kernel's thread-safe
+IOPub channel, the pattern of its "Asynchronous Widgets" guide; no Output-widget capture, which
+ipykernel 7 does not route from threads): the progress bar counts steps, `build_log` shows the
+installer's lines. Errors the user can act on show as one line, others as a traceback, both in
+the `errors` Output widget.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +36,10 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..packaging.definitions import DefinitionError, TestQuery, parse_json, parse_test_queries
+from ..packaging.staging import StagedService
 from ..results import QueryResult
-from .devclient import deploy_registered, kernel_dev_server, play_on_dev
+from .deploy_progress import DeployProgress, follow_deploy
+from .devclient import DEPLOY_STEPS, kernel_dev_server, play_on_dev
 from .devserver import DevServerInfo
 from .kernel_endpoints import KernelEndpoints, NotRegistered
 from .kernel_queries import run_queries
@@ -87,12 +98,15 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
         )
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="12em"))
         self.status = widgets.HTML()
+        self.build_log = widgets.HTML()  # a deploy's installer lines, as they come
         self.loads = widgets.HTML()
         self.results = widgets.HTML()
         self.errors = widgets.Output()
         self._listing = False  # refresh() is replacing the options: the transient values are not picks
         self._shown: tuple[str, str] | None = None  # the endpoint whose queries were loaded...
         self._loaded_text = ""  # ...and the text loaded then (edited since if `queries` differs)
+        self._busy = False  # a click's work runs: the buttons stay off, even for valid queries
+        self.background: threading.Thread | None = None  # the last deploy's thread (scripts may join it)
         super().__init__(
             [
                 widgets.HBox([self.endpoint, self.refresh_button]),
@@ -100,6 +114,7 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
                 self.queries_status,
                 widgets.HBox([self.play_button, self.where, self.deploy_button]),
                 widgets.HBox([self.progress, self.status]),
+                self.build_log,
                 self.loads,
                 self.results,
                 self.errors,
@@ -110,7 +125,7 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
         self.queries.observe(self._check_queries, "value")
         self.refresh_button.on_click(self._guarded(self.refresh))
         self.play_button.on_click(self._guarded(self.play))
-        self.deploy_button.on_click(self._guarded(self.deploy))
+        self.deploy_button.on_click(self._guarded(self._start_deploy))
         self.refresh()
 
     # -- what the buttons do (plain methods, callable from Python too) --------------------------
@@ -152,15 +167,30 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
             report = run_queries(self.registry, service, endpoint)
             self.progress.value = len(queries)
         else:
-            report = play_on_dev(self._dev_server().url, service, endpoint, queries, self._advance)
+            report = play_on_dev(self._dev_server(), service, endpoint, queries, self._advance)
         self.results.value = _tables(report._repr_html_())
         self._say(report.summary, _OK if report.passed else _WRONG)
 
     def deploy(self) -> None:
-        """Deploy the selected endpoint's service to the dev server; does each function load?"""
+        """Deploy the selected endpoint's service to the dev server; does each function load?
+        Blocks until done (the button runs the deploy in the background instead)."""
+        self._deploy(self._stage_selected())
+
+    def _start_deploy(self) -> Callable[[], None]:
+        """The click: stage the service now, on the kernel's thread; deploy it in the background."""
+        staged = self._stage_selected()
+        return lambda: self._deploy(staged)
+
+    def _stage_selected(self) -> StagedService:
         service, _ = self._selected()
-        self._say(f"deploying {service} to the dev server…")
-        deployment = deploy_registered(self.registry, service, self._dev_server)
+        self.progress.max, self.progress.value = DEPLOY_STEPS + 1, 0
+        self.build_log.value = self.loads.value = ""
+        self._say(f"deploying {service} to the dev server: starting it…")
+        return self.registry.stage(service)
+
+    def _deploy(self, staged: StagedService) -> None:
+        deployment = follow_deploy(self._dev_server(), staged, self._show_progress)
+        self.progress.value = self.progress.max
         self.loads.value = _tables(deployment._repr_html_())
         self._say(deployment.summary, _OK if deployment.switched else _WRONG)
 
@@ -192,7 +222,7 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
             self.queries_status.value = _line(str(error), _WRONG)
             return
         self.queries_status.value = _line(f"✓ {len(queries)} test queries", _OK)
-        self.play_button.disabled = False
+        self.play_button.disabled = self._busy
 
     def _parsed(self) -> tuple[TestQuery, ...]:
         where = "test queries"
@@ -207,27 +237,54 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
     def _advance(self, _result: QueryResult) -> None:
         self.progress.value += 1
 
+    def _show_progress(self, progress: DeployProgress) -> None:
+        self.progress.value = len(progress.steps)  # done: the dev server's start, the steps before the last
+        if progress.steps:
+            self._say(f"{progress.steps[-1]}…")
+        self.build_log.value = progress.lines_html()
+
     def _say(self, text: str, color: str | None = None) -> None:
         self.status.value = _line(text, color)
 
-    def _guarded(self, action: Callable[[], None]) -> Callable[[widgets.Button], None]:
-        """A click handler running `action`, its errors shown in `errors`, buttons off meanwhile."""
+    def _guarded(self, action: Callable[[], Callable[[], None] | None]) -> Callable[[widgets.Button], None]:
+        """A click handler running `action`, its errors shown in `errors`, buttons off meanwhile.
+        When `action` returns more work, that work runs in a thread (`background`), guarded the
+        same way, and the buttons come back when it ends."""
         buttons = (self.play_button, self.deploy_button, self.refresh_button)
 
-        def on_click(_button: widgets.Button) -> None:
-            self.errors.outputs = ()
-            for button in buttons:
-                button.disabled = True
+        def guarded(work: Callable[[], object]) -> object:
             try:
-                action()
+                return work()
             except USER_ERRORS as error:
                 self.errors.append_stderr(f"{error}\n")
                 self._say("failed: see below", _WRONG)
             except Exception:  # a bug: the whole story, in the panel rather than lost in a log
                 self.errors.append_stderr(traceback.format_exc())
                 self._say("failed: see the traceback below", _WRONG)
+            return None
+
+        def enable() -> None:
+            self._busy = self.deploy_button.disabled = self.refresh_button.disabled = False
+            self._check_queries()  # enables Play again if the queries are valid
+
+        def in_background(work: Callable[[], None]) -> None:
+            try:
+                guarded(work)
             finally:
-                self.deploy_button.disabled = self.refresh_button.disabled = False
-                self._check_queries()  # enables Play again if the queries are valid
+                enable()
+
+        def on_click(_button: widgets.Button) -> None:
+            self.errors.outputs = ()
+            self._busy = True
+            for button in buttons:
+                button.disabled = True
+            more = guarded(action)
+            if callable(more):
+                self.background = threading.Thread(
+                    target=in_background, args=(more,), name="apinode-panel-deploy", daemon=True
+                )  # a daemon: a kernel shut down mid-deploy does not wait for it
+                self.background.start()
+            else:
+                enable()
 
         return on_click

@@ -8,8 +8,9 @@ a worker thread (`await asyncio.to_thread(codeenv_python, ...)`); an env already
 lock and a stat.
 
 Caches: `apinode run` keeps its envs across runs in $APINODE_CODE_ENVS (default
-~/.cache/apinode/code-envs); `apinode serve --data-dir DIR` keeps them in DIR/code-envs, next to
-the generations that use them (DIR/services/<id>/generations/<gen>/service.json).
+~/.cache/apinode/code-envs), the user's cache, which the Jupyter dev server shares; `apinode
+serve --data-dir DIR` keeps them in DIR/code-envs, next to the generations that use them
+(DIR/services/<id>/generations/<gen>/service.json), unless `--code-envs` names another cache.
 """
 
 from __future__ import annotations

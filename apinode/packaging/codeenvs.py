@@ -7,6 +7,7 @@ Layout under the cache root:
     <key>/.apinode-complete    written last, atomically: the env is whole (JSON: requirements,
                                Python version, installer, build time)
     <key>.lock                 flock()ed by whoever checks, builds or removes <key>/
+    <key>.in-use               share-flock()ed by each process that uses <key>/, while it runs
 
 The key is the first 16 hex digits of the sha256 of the Python version and the normalized
 requirements. A wheelhouse is not part of it: it is where the same requirements come from.
@@ -24,6 +25,12 @@ marker, which the next `ensure` removes and builds again. Different keys build i
 `remove` takes the lock only if it is free, so it never waits for a build nor breaks one. A lock
 file goes with its env (a failed build or `remove` deletes it while holding it), which
 apinode.packaging.filelock allows for.
+
+A cache may be shared by several nodes (`apinode run`, the Jupyter dev server and `apinode
+serve --code-envs DIR` can all use the user's cache), so what a data directory's generations
+use does not say what is in use. Hence `<key>.in-use`: `ensure` takes a shared flock on it, under
+<key>.lock and kept until the process ends, and `remove` removes an env only if it gets both
+locks at once without waiting: never one that a running process uses or builds.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .definitions import CodeEnv
-from .filelock import locked
+from .filelock import hold_shared, locked
 from .installers import (
     INSTALLERS,
     Progress,
@@ -133,6 +140,7 @@ class CodeEnvCache:
             raise ValueError(f"a code env cache needs an absolute path, got {str(root)!r}")
         self.root = root
         self.installer = installer
+        self._in_use: dict[str, int] = {}  # key -> descriptor holding <key>.in-use shared
 
     def key(self, code_env: CodeEnv) -> str:
         return env_key(normalize_requirements(code_env.requirements))
@@ -147,7 +155,7 @@ class CodeEnvCache:
         say = progress or (lambda line: log.info("code env %s: %s", key, line))
         self.root.mkdir(parents=True, exist_ok=True)
         lock = self.root / f"{key}.lock"
-        with locked(lock, wait=True):
+        with locked(lock, wait=True, on_wait=lambda: say("waiting: another process is building or checking it")):
             if not _is_complete(directory):
                 if directory.exists():
                     say("removing a half-built env")
@@ -161,6 +169,8 @@ class CodeEnvCache:
                     shutil.rmtree(directory, ignore_errors=True)
                     lock.unlink(missing_ok=True)
                     raise
+            if key not in self._in_use:  # under <key>.lock: `remove` cannot be between its two locks
+                self._in_use[key] = hold_shared(self.root / f"{key}.in-use")
         return BuiltEnv(key, directory, env_python(directory), isolated_environment(directory))
 
     def _build(self, directory: Path, requirements: tuple[str, ...], wheelhouse: Path | None, say: Progress) -> None:
@@ -187,6 +197,12 @@ class CodeEnvCache:
         )
         say(f"built in {seconds:.1f} s")
 
+    def close(self) -> None:
+        """Stop marking this process's envs in use (it no longer runs anything in them)."""
+        for fd in self._in_use.values():
+            os.close(fd)
+        self._in_use.clear()
+
     def entries(self) -> list[CachedEnv]:
         """Every env under the root, by key."""
         if not self.root.is_dir():
@@ -206,16 +222,22 @@ class CodeEnvCache:
                 )
         return found
 
-    def remove(self, key: str) -> bool:
-        """Remove the env `key` unless it is being built or checked right now (then False)."""
+    def remove(self, key: str) -> str | None:
+        """Remove the env `key`; None when removed, else why it was kept: a process is building
+        or checking it right now, or a running process uses it."""
         if not _KEY.fullmatch(key):
             raise ValueError(f"not a code env key: {key!r}")
-        lock = self.root / f"{key}.lock"
+        lock, in_use = self.root / f"{key}.lock", self.root / f"{key}.in-use"
         with locked(lock, wait=False) as held:
-            if held:
+            if not held:
+                return "being built"
+            with locked(in_use, wait=False) as unused:
+                if not unused:
+                    return "in use by a running node"
                 shutil.rmtree(self.root / key, ignore_errors=True)
+                in_use.unlink(missing_ok=True)
                 lock.unlink(missing_ok=True)
-            return held
+        return None
 
 
 def _is_complete(directory: Path) -> bool:
