@@ -9,14 +9,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
-from .pipeline import PipelineSpec, ProcessPipeline
+from .factory import PipelineFactory
 from .pool import Pool
-from .stats import EndpointStats
+from .process import PipelineSpec
+from .stats import EndpointStats, PipelineCounts
 
 
 class Endpoint:
@@ -36,6 +38,7 @@ class Endpoint:
         self.generation = generation
         self.definition = definition
         self.name = f"{service_id}/{definition.id}"
+        settings = pool_settings or definition.pool
         spec = PipelineSpec(
             name=self.name,
             code=directory / definition.code,
@@ -44,12 +47,27 @@ class Endpoint:
             python=python,
             cwd=directory,
             env=env,
+            max_result_bytes=settings.max_result_mb << 20,
         )
-        self.pool = Pool(self.name, pool_settings or definition.pool, lambda: ProcessPipeline.start(spec))
+        self.counts = PipelineCounts()
+        self.factory = PipelineFactory(spec, settings.start, self.counts)
+        self.pool = Pool(self.name, settings, self.factory, self.counts)
         self.stats = EndpointStats()
         self._context = orjson.dumps(
             {"serviceId": service_id, "endpointId": definition.id, "serviceGeneration": generation}
         )
+
+    async def close(self, drain_timeout: float) -> None:
+        """Let the requests under way finish (bounded), stop the pipelines, then the template."""
+        await self.pool.close(drain_timeout)
+        await self.factory.close()
+
+    def describe(self) -> dict[str, Any]:
+        """How its pipelines start, as the admin API shows it."""
+        described: dict[str, Any] = {"start": self.factory.start, "loadFailed": self.pool.failure is not None}
+        if self.factory.fallback is not None:
+            described["startFallback"] = self.factory.fallback
+        return described
 
     async def run(self, body: bytes, received: float) -> tuple[int, bytes]:
         """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.
@@ -58,12 +76,12 @@ class Endpoint:
         """
         reply, waited_ms = await self.pool.run(body)
         if reply.kind != framing.RESULT:
-            return reply.status, reply.payload
+            return reply.status, bytes(reply.payload)
         total_ms = (time.perf_counter() - received) * 1000
-        return 200, b'{"response":%b,"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
-            reply.payload,
+        envelope = b',"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
             waited_ms,
             reply.execution_ms,
             total_ms,
             self._context,
         )
+        return 200, b"".join((b'{"response":', reply.payload, envelope))

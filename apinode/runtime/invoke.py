@@ -63,11 +63,15 @@ def _json_kind(value: Any) -> str:
 
 
 class Invoker:
-    """Calls one function for request bodies; built once per loaded endpoint."""
+    """Calls one function for request bodies; built once per loaded endpoint.
 
-    def __init__(self, function: Callable[..., Any]) -> None:
+    `max_result_bytes`: a larger result is answered 500 `ResultTooLarge` instead, before it
+    crosses to the node (None: no limit, as in the kernel)."""
+
+    def __init__(self, function: Callable[..., Any], max_result_bytes: int | None = None) -> None:
         self.function = function
         self.binder = Binder(function)
+        self.max_result_bytes = max_result_bytes
 
     def __call__(self, body: bytes) -> Outcome:
         try:
@@ -94,7 +98,7 @@ class Invoker:
             )
         elapsed = (time.perf_counter() - started) * 1000
         try:
-            return Outcome(200, _encode(result).encode(), elapsed)
+            encoded = _encode(result).encode()
         except _NotSerializable as exc:
             message = (
                 f"the function returned a value that is not JSON-serializable: a {exc} "
@@ -107,4 +111,16 @@ class Invoker:
             message = "the function's result cannot be encoded as JSON: it is nested too deeply"
         except TypeError as exc:  # e.g. dict keys that are not strings
             message = f"the function's result cannot be encoded as JSON: {exc}"
+        else:
+            if self.max_result_bytes is None or len(encoded) <= self.max_result_bytes:
+                return Outcome(200, encoded, elapsed)
+            return Outcome(500, error_json("ResultTooLarge", _too_large(len(encoded), self.max_result_bytes)), elapsed)
         return Outcome(500, error_json("ResultNotSerializable", message), elapsed)
+
+
+def _too_large(size: int, limit: int) -> str:
+    mib = 1 << 20
+    return (
+        f"the function's result is {size / mib:.1f} MiB ({size} bytes) of JSON, over this endpoint's limit of "
+        f"{limit / mib:g} MiB: return less, or raise the endpoint's pool.maxResultMb"
+    )
