@@ -105,12 +105,28 @@ def memory_mb(node: NodeProcess, endpoint: str) -> float:
     return sum(pss_mb(pid) for pid in node.pipelines(name) + node.templates(name))
 
 
-def starts(node: NodeProcess, endpoint: str) -> float:
+def gauge(node: NodeProcess, name: str, endpoint: str) -> float:
+    """The sum of a metric's series for one endpoint."""
     total = 0.0
     for line in http_get(node.url + "/metrics").splitlines():
-        if line.startswith("apinode_pipeline_starts_total{") and f'endpoint="{endpoint}"' in line:
+        if line.startswith(name + "{") and f'endpoint="{endpoint}"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def starts(node: NodeProcess, endpoint: str) -> float:
+    return gauge(node, "apinode_pipeline_starts_total", endpoint)
+
+
+def run_load(load, node: NodeProcess, endpoint: str, seconds: float) -> float:
+    """req/s at c=16, once what the last load left behind (its callers gone, their requests
+    still queued or running) is done."""
+    deadline = time.monotonic() + 60
+    while gauge(node, "apinode_queue_depth", endpoint) or gauge(node, "apinode_pipelines_busy", endpoint):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{endpoint}: requests still running a minute after the load")
+        time.sleep(0.05)
+    return load(node.url, 16, seconds, f"/public/api/v1/pm/{endpoint}/run")[0]
 
 
 def http_get(url: str) -> str:
@@ -134,16 +150,15 @@ def measure(start: str, args: argparse.Namespace, load) -> dict[str, float]:
             row["PSS 8 / 1"] = eight / one
             rates = {}
             for endpoint in ("plain", "recycled"):
-                load(node.url, 16, 1.0, f"/public/api/v1/pm/{endpoint}/run")
-                rates[endpoint] = load(node.url, 16, args.seconds, f"/public/api/v1/pm/{endpoint}/run")[0]
+                run_load(load, node, endpoint, 1.0)  # warm-up
+                rates[endpoint] = run_load(load, node, endpoint, args.seconds)
             row["req/s c=16, maxRequests none"] = rates["plain"]
             row["req/s c=16, maxRequests 100"] = rates["recycled"]
             row["maxRequests 100 / none"] = rates["recycled"] / rates["plain"]
             for endpoint, label in (("default", "default pool"), ("nodelay", "scaleDownDelay 0")):
-                path = f"/public/api/v1/pm/{endpoint}/run"
-                load(node.url, 16, 3.0, path)  # warm-up: the pool grows to what the load needs
+                run_load(load, node, endpoint, 3.0)  # warm-up: the pool grows to what the load needs
                 before = starts(node, endpoint)
-                load(node.url, 16, args.seconds, path)
+                run_load(load, node, endpoint, args.seconds)
                 row[f"starts/min c=16, {label}"] = (starts(node, endpoint) - before) * 60 / args.seconds
             return row
         finally:

@@ -18,11 +18,11 @@ the lifeline that matters.
 
 from __future__ import annotations
 
+import _thread
 import os
 import select
 import signal
 import sys
-import threading
 
 GRACE = 0.5  # seconds the main thread gets to end by itself once the node is gone
 _PEER_CLOSED = getattr(select, "POLLRDHUP", 0)  # Linux; elsewhere poll() reports POLLHUP alone
@@ -39,23 +39,34 @@ def end_group() -> None:
 
 
 class Watchdog:
-    """A daemon thread that ends the process group once the peer of `fd` hangs up."""
+    """A thread that ends the process group once the peer of `fd` hangs up.
+
+    A bare `_thread` thread: starting it does not wait for it to be scheduled (`threading`'s
+    does), which matters to a freshly forked pipeline on a busy machine, and user code listing
+    `threading.enumerate()` does not see it."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._wake_read, self._wake_write = os.pipe()
-        self._thread = threading.Thread(target=self._watch, name="apinode-watchdog", daemon=True)
+        self._ended = _thread.allocate_lock()
+        self._ended.acquire()  # released by the thread as it ends
 
     def start(self) -> Watchdog:
-        self._thread.start()
+        _thread.start_new_thread(self._run, ())
         return self
 
     def stop(self) -> None:
         """End the thread (before a fork: a template forks with no thread but its main one)."""
         os.write(self._wake_write, b"x")
-        self._thread.join()
+        self._ended.acquire()
         os.close(self._wake_read)
         os.close(self._wake_write)
+
+    def _run(self) -> None:
+        try:
+            self._watch()
+        finally:
+            self._ended.release()
 
     def _watch(self) -> None:
         poller = select.poll()
