@@ -68,6 +68,10 @@ ENDPOINTS = {
         {},
     ),
     "quick": ("def quick():\n    return 1\n", {}),
+    "sturdy": (
+        "import os, time\n\ndef sturdy(delay=0.0):\n    time.sleep(delay)\n    return os.getpid()\n",
+        {"floor": 1, "cruise": 1, "ceil": 3, "scaleDownDelay": 0},
+    ),
     "big": (
         "def big(megabytes=1):\n    return 'x' * (megabytes << 20)\n",
         {"maxResultMb": 40},
@@ -153,6 +157,22 @@ def test_a_hung_call_is_answered_504_at_the_timeout_and_its_pipeline_replaced(no
     eventually(lambda: len(node.pipelines("prod/hang")) == 2)
     assert others < set(node.pipelines("prod/hang"))
     assert metric(node, "apinode_execution_timeouts_total", "hang") == 1
+
+
+def test_a_dead_template_is_started_again_and_its_pipelines_serve_on(node):
+    [template] = node.templates("prod/sturdy")
+    [pipeline] = node.pipelines("prod/sturdy")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        running = pool.submit(call, node, "sturdy", {"delay": 1.0})
+        eventually(lambda: metric(node, "apinode_pipelines_busy", "sturdy") == 1)
+        os.kill(template, signal.SIGKILL)
+        assert running.result().json()["response"] == pipeline
+        node.wait_for_output(f"prod/sturdy template pid {template} exited with code -9")
+        responses = list(pool.map(lambda _: call(node, "sturdy", {"delay": 0.5}), range(3)))  # scale-ups
+    assert [response.status_code for response in responses] == [200] * 3
+    node.wait_for_output(f"prod/sturdy: its template pid {template} has ended; starting another")
+    [new_template] = node.templates("prod/sturdy")
+    assert new_template != template
 
 
 def test_a_scale_up_forks_without_running_the_initialization_again(node, init_log):

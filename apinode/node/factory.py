@@ -86,6 +86,8 @@ class PipelineFactory:
             future.exception()  # retrieved: each waiter gets it raised
 
     def _fall_back(self, reason: str) -> None:
+        if self.fallback is not None:  # a concurrent fork was refused too
+            return
         self.start = "spawn"
         self.fallback = reason
         log.warning(

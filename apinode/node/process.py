@@ -146,14 +146,13 @@ class Channel(asyncio.BufferedProtocol):
                 have = self._filled - framing.HEADER.size
                 self._large[:have] = self._view[framing.HEADER.size : self._filled]
                 self._large_filled, self._large_header, self._filled = have, (kind, status, execution_ms), 0
-                if have == length:
-                    self.buffer_updated(0)
                 return
             if end > self._filled:
                 return
             payload = bytes(self._view[framing.HEADER.size : end])
             rest = self._filled - end
-            self._scratch[:rest] = self._view[end : self._filled]
+            if rest:  # the start of the next frame (copied out first: the ranges may overlap)
+                self._scratch[:rest] = bytes(self._view[end : self._filled])
             self._filled = rest
             self._deliver(kind, status, execution_ms, payload)
 
@@ -202,13 +201,14 @@ class RuntimeProcess:
         self.pid = pid
         self.channel = channel
         self.output = output
-        output.name = f"{name} pid {pid}"
+        self.label = f"{name} {'' if self.role == 'pipeline' else self.role + ' '}pid {pid}"  # for the log
+        output.name = self.label
         self.stopping = False
         self._ended = ended
         self._watch = asyncio.ensure_future(self._watch_end())
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} pid {self.pid}>"
+        return f"<{type(self).__name__} {self.label}>"
 
     @staticmethod
     async def start_process(
@@ -327,7 +327,7 @@ class RuntimeProcess:
         code = await self._ended
         if not self.stopping:
             how = "ended" if code is None else f"exited with code {code}"
-            log.warning("%s %s pid %s %s", self.name, self.role, self.pid, how)
+            log.warning("%s %s", self.label, how)
         self.channel.close()
         self.kill_group()
         self.exited()

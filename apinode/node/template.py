@@ -40,8 +40,7 @@ class Template(RuntimeProcess):
     def __init__(
         self, spec: PipelineSpec, pid: int, ended: asyncio.Future[int | None], channel: Channel, output: OutputSource
     ) -> None:
-        super().__init__(f"{spec.name} template", pid, ended, channel, output)
-        self.spec_name = spec.name
+        super().__init__(spec.name, pid, ended, channel, output)
         self.alive = True
         self.ready_payload: bytes | bytearray = b""
         self._lock = asyncio.Lock()
@@ -60,7 +59,7 @@ class Template(RuntimeProcess):
         """A new pipeline, forked (ForkRefused, TemplateGone, EndpointLoadFailed)."""
         async with self._lock:
             ours, theirs = socket.socketpair()
-            output_fd, output = output_pipe(self.spec_name)
+            output_fd, output = output_pipe(self.name)
             try:
                 answer = self.channel.expect()
                 if not answer.done():
@@ -68,7 +67,7 @@ class Template(RuntimeProcess):
                 reply = await answer
             except (ProcessDied, OSError) as exc:
                 ours.close()
-                raise TemplateGone(f"{self.name} pid {self.pid} is gone") from exc
+                raise TemplateGone(f"{self.label} is gone") from exc
             finally:
                 theirs.close()
                 os.close(output_fd)
@@ -76,14 +75,14 @@ class Template(RuntimeProcess):
             ours.close()
             raise ForkRefused(bytes(reply.payload).decode("utf-8", "replace"))
         pid = int(reply.payload)
-        pipeline = ProcessPipeline(self.spec_name, pid, self.watch_pid(pid), await connect(ours), output)
+        pipeline = ProcessPipeline(self.name, pid, self.watch_pid(pid), await connect(ours), output)
         pipeline.ready_payload = self.ready_payload
         try:
             await asyncio.wait_for(pipeline.channel.expect(), FORK_READY_TIMEOUT)
         except (ProcessDied, asyncio.TimeoutError):
             await pipeline.kill()
             raise EndpointLoadFailed(
-                f"{self.spec_name}: a pipeline forked from its template did not start", pipeline.recent_output()
+                f"{self.name}: a pipeline forked from its template did not start", pipeline.recent_output()
             ) from None
         return pipeline
 
