@@ -45,7 +45,7 @@ SERVICE = {
 }
 
 
-def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, float]:
+def wrk(url: str, connections: int, seconds: float, path: str = PATH) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) measured by wrk."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
@@ -63,7 +63,7 @@ def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, float
             "--latency",
             "-s",
             script.name,
-            url + PATH,
+            url + path,
         ],
         capture_output=True,
         text=True,
@@ -81,7 +81,7 @@ def _wrk_ms(out: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def closed_loop(url: str, connections: int, seconds: float) -> tuple[float, float, float]:
+def closed_loop(url: str, connections: int, seconds: float, path: str = PATH) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) from `connections` threads, each one request at a time."""
     parts = urlsplit(url)
     latencies: list[list[float]] = [[] for _ in range(connections)]
@@ -91,7 +91,7 @@ def closed_loop(url: str, connections: int, seconds: float) -> tuple[float, floa
         connection = http.client.HTTPConnection(parts.hostname, parts.port)
         headers = {"Content-Type": "application/json"}
         while (started := time.perf_counter()) < deadline:
-            connection.request("POST", PATH, BODY, headers)
+            connection.request("POST", path, BODY, headers)
             response = connection.getresponse()
             response.read()
             if response.status != 200:

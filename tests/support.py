@@ -30,13 +30,23 @@ class NodeProcess(LocalNode):
             raise AssertionError(f"{text!r} never appeared in the node's output:\n{self.output}") from None
 
     def pipelines(self, endpoint: str | None = None) -> list[int]:
-        """Pids of the node's pipeline processes (of one endpoint, `service/endpoint`)."""
-        pids = []
+        """Pids of the node's pipeline processes (of one endpoint, `service/endpoint`): the
+        node's children, or its templates' children (forked pipelines)."""
+        return [pid for pid, argv in self._runtime_processes(endpoint) if "--template" not in argv] + [
+            pid for template in self.templates(endpoint) for pid in children(template)
+        ]
+
+    def templates(self, endpoint: str | None = None) -> list[int]:
+        """Pids of the node's template processes (of one endpoint)."""
+        return [pid for pid, argv in self._runtime_processes(endpoint) if "--template" in argv]
+
+    def _runtime_processes(self, endpoint: str | None) -> list[tuple[int, list[str]]]:
+        found = []
         for child in children(self.process.pid):
             argv = cmdline(child)
             if "--endpoint" in argv and (endpoint is None or argv[argv.index("--endpoint") + 1] == endpoint):
-                pids.append(child)
-        return pids
+                found.append((child, argv))
+        return found
 
 
 def children(pid: int) -> list[int]:

@@ -118,6 +118,8 @@ def test_service_lifecycle(node, admin, bundles, data_dir):
     answer = dataikuapi.APINodeClient(node.url, "life").run_function("which")
     assert answer["response"]["generation"] == "g1"
     assert answer["apiContext"] == {"serviceId": "life", "endpointId": "which", "serviceGeneration": "g1"}
+    described = {service["id"]: service for service in admin.list_services()}["life"]
+    assert described["endpoints"] == {"g1": {"which": {"start": "fork", "loadFailed": False}}}
 
     admin.service("life").disable()
     assert_error(call(node, "life"), 404, "NotFound", "disabled")
@@ -532,3 +534,17 @@ def test_a_private_service_says_nothing_of_its_generations_without_a_key(node, a
     assert "g1" not in refused.text and "g2" not in refused.text
     assert_error(call(node, "secret", forced, auth=("k-1", "")), 404, "NotFound", "g9")
     assert call(node, "secret", {"dispatch": {"forcedGeneration": "g1"}}, auth=("k-1", "")).status_code == 200
+
+
+def test_an_endpoint_that_cannot_fork_says_why_in_its_service(admin, bundles):
+    code = (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,), name='refresher', daemon=True).start()\n\n"
+        "def which():\n    return 1\n"
+    )
+    admin.create_service("threads")
+    admin.service("threads").import_generation_from_archive(str(make_bundle(bundles, "threads", "g1", code)))
+    admin.service("threads").switch_to_newest()
+    state = {service["id"]: service for service in admin.list_services()}["threads"]["endpoints"]["g1"]["which"]
+    assert state["start"] == "spawn"
+    assert state["startFallback"].startswith("1 thread still running after the initialization (refresher)")

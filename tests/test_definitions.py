@@ -119,6 +119,15 @@ def test_generation_only_in_json_when_set():
         (with_endpoint(pool={"queue": -1}), "endpoints[0].pool.queue: expected an integer >= 0"),
         (with_endpoint(pool={"timeout": 0}), "endpoints[0].pool.timeout: expected an integer >= 1"),
         (with_endpoint(pool={"ciel": 3}), 'endpoints[0].pool: unknown field "ciel"'),
+        (with_endpoint(pool={"start": "forkk"}), 'endpoints[0].pool.start: expected "fork" or "spawn", got "forkk"'),
+        (with_endpoint(pool={"executionTimeout": -1}), "endpoints[0].pool.executionTimeout: expected an integer >= 0"),
+        (with_endpoint(pool={"maxRequests": 1.5}), "endpoints[0].pool.maxRequests: expected an integer >= 0, got 1.5"),
+        (
+            with_endpoint(pool={"maxMemoryMb": "1G"}),
+            'endpoints[0].pool.maxMemoryMb: expected an integer >= 0, got "1G"',
+        ),
+        (with_endpoint(pool={"scaleDownDelay": -5}), "endpoints[0].pool.scaleDownDelay: expected an integer >= 0"),
+        (with_endpoint(pool={"maxResultMb": 0}), "endpoints[0].pool.maxResultMb: expected an integer >= 1, got 0"),
         (
             with_endpoint(pool={"floor": 3, "ceil": 2}),
             "endpoints[0].pool: expected floor <= cruise <= ceil, got floor 3, cruise 2, ceil 2",
@@ -158,6 +167,30 @@ def test_each_rule_names_file_and_field(obj, message):
 def test_pool_defaults_move_to_fit_given_values(given, expected):
     pool = PoolSettings.from_json(given, "p")
     assert (pool.floor, pool.cruise, pool.ceil) == expected
+
+
+def test_production_pool_fields_parse_and_are_written_only_when_set():
+    pool = PoolSettings.from_json(
+        {"start": "spawn", "executionTimeout": 0, "maxRequests": 100, "maxMemoryMb": 512, "scaleDownDelay": 500}, "p"
+    )
+    assert (pool.start, pool.execution_timeout_ms, pool.max_requests, pool.max_memory_mb) == ("spawn", 0, 100, 512)
+    assert pool.scale_down_delay_ms == 500 and pool.max_result_mb == 64
+    assert pool.to_json() == {
+        "floor": 1,
+        "ceil": 8,
+        "cruise": 2,
+        "queue": 16,
+        "timeout": 10000,
+        "start": "spawn",
+        "executionTimeout": 0,
+        "maxRequests": 100,
+        "maxMemoryMb": 512,
+        "scaleDownDelay": 500,
+    }
+    assert set(PoolSettings().to_json()) == {"floor", "ceil", "cruise", "queue", "timeout"}
+    assert PoolSettings().to_json(complete=True)["executionTimeout"] == 60000
+    assert PoolSettings.from_json(pool.to_json(), "p") == pool
+    assert pool.overridden({"start": "fork"}, "o.json: pool").start == "fork"
 
 
 def test_pool_override_merges_then_validates():

@@ -124,6 +124,7 @@ def test_services_lists_the_registrations(scenario):
         "folders",
         "requirements",
         "pool",
+        "pipelines",
         "test",
         "queries",
         "documentation",

@@ -227,7 +227,9 @@ def test_results_show_as_html_and_text(ip):
 
 def test_services_overview(ip):
     assert repr(ip.run_line_magic("api_services", "")).startswith("no endpoint registered yet")
-    ip.run_cell_magic("api_endpoint", "s/add --function add --folder d --requirement numpy<2 --floor 2", ADD)
+    ip.run_cell_magic(
+        "api_endpoint", "s/add --function add --folder d --requirement numpy<2 --floor 2 --max-requests 100", ADD
+    )
     overview = ip.run_line_magic("api_services", "")
     assert repr(overview).splitlines()[1].split() == [
         "s",
@@ -240,6 +242,8 @@ def test_services_overview(ip):
         "cruise=2",
         "queue=16",
         "timeout=10000",
+        "start=fork",
+        "maxRequests=100",
         "0",
         "/public/api/v1/s/docs",
     ]

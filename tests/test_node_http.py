@@ -222,10 +222,11 @@ def test_prints_go_to_the_log_not_the_channel(node):
     node.wait_for_output("printed to stderr: ping")
 
 
-def test_initialization_runs_once_per_pipeline(node, init_log):
+def test_initialization_runs_once_and_state_stays_in_the_pipeline(node, init_log):
     replies = [post(node, "state", {}).json()["response"] for _ in range(3)]
     assert [reply["calls"] for reply in replies] == [1, 2, 3]
-    assert init_log.read_text().split() == [str(replies[0]["pid"])]
+    assert len({reply["pid"] for reply in replies}) == 1
+    assert init_log.read_text().split() == [str(pid) for pid in node.templates("testsvc/state")]
 
 
 def test_folders_are_absolute_and_in_declared_order(node):

@@ -192,6 +192,9 @@ def test_parse_endpoint_magic():
         "s/e --function f --folder a --folder 'b c' --requirement x==1 --floor 2 --timeout 5"
     ) == EndpointMagic("s", "e", "f", ("a", "b c"), ("x==1",), {"floor": 2, "timeout": 5})
     assert parse_endpoint_magic("s/e --function f").pool == {}
+    assert parse_endpoint_magic(
+        "s/e --function f --start spawn --execution-timeout 0 --max-requests 100 --max-memory-mb 512"
+    ).pool == {"start": "spawn", "executionTimeout": 0, "maxRequests": 100, "maxMemoryMb": 512}
     assert parse_target("a-1/b_2") == ("a-1", "b_2")
     assert parse_test_queries_magic(" s/e ") == ("s", "e")
 
@@ -207,6 +210,8 @@ def test_parse_endpoint_magic():
         ("s/e --function f --ceil 0", "pool.ceil: expected an integer >= 1, got 0"),
         ("s/e --function f --floor 3 --ceil 2", "pool: expected floor <= cruise <= ceil"),
         ("s/e --function f --bogus", "unrecognized arguments: --bogus"),
+        ("s/e --function f --start thread", "argument --start: invalid choice: 'thread'"),
+        ("s/e --function f --max-requests -1", "pool.maxRequests: expected an integer >= 0, got -1"),
         ("s/e --func f", "required: --function"),
         ("s/e --function 'f", "No closing quotation"),
         ("s/e --function f -h", "unrecognized arguments: -h"),

@@ -10,7 +10,14 @@ import asyncio
 
 import pytest
 
-from apinode.node.errors import EndpointLoadFailed, PipelineDied, PoolClosed, QueueFull, QueueTimeout
+from apinode.node.errors import (
+    EndpointLoadFailed,
+    ExecutionTimeout,
+    PipelineDied,
+    PoolClosed,
+    QueueFull,
+    QueueTimeout,
+)
 from apinode.node.pipeline import Reply
 from apinode.node.pool import Pool
 from apinode.packaging.definitions import PoolSettings
@@ -23,6 +30,7 @@ class FakePipeline:
         self.stopped = False
         self.gate: asyncio.Future[None] | None = None
         self.on_exit = None
+        self.memory = 10.0
 
     async def call(self, body: bytes) -> Reply:
         self.gate = asyncio.get_running_loop().create_future()
@@ -31,6 +39,14 @@ class FakePipeline:
 
     async def stop(self) -> None:
         self.stopped = True
+
+    async def kill(self) -> None:
+        self.stopped = True
+        if self.gate is not None and not self.gate.done():
+            self.gate.set_exception(PipelineDied("killed"))
+
+    def memory_mb(self) -> float:
+        return self.memory
 
     def set_exit_callback(self, callback) -> None:
         self.on_exit = callback
@@ -45,9 +61,11 @@ class Factory:
     def __init__(self, fail: bool = False) -> None:
         self.made: list[FakePipeline] = []
         self.fail = fail
+        self.attempts = 0
 
     async def __call__(self) -> FakePipeline:
         await asyncio.sleep(0)
+        self.attempts += 1
         if self.fail:
             raise EndpointLoadFailed("boom", "Traceback: boom")
         pipeline = FakePipeline(len(self.made))
@@ -73,11 +91,18 @@ async def busy_until(pipelines) -> None:
     raise AssertionError("pipelines never became busy")
 
 
-def make(floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000, fail=False):
+def make(floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000, fail=False, scale_down_delay_ms=0, **more):
     factory = Factory(fail)
-    return Pool(
-        "svc/ep", PoolSettings(floor=floor, ceil=ceil, cruise=cruise, queue=queue, timeout_ms=timeout_ms), factory
-    ), factory
+    settings = PoolSettings(
+        floor=floor,
+        ceil=ceil,
+        cruise=cruise,
+        queue=queue,
+        timeout_ms=timeout_ms,
+        scale_down_delay_ms=scale_down_delay_ms,
+        **more,
+    )
+    return Pool("svc/ep", settings, factory), factory
 
 
 async def test_floor_is_started_before_any_request():
@@ -209,3 +234,92 @@ async def test_close_drains_running_and_queued_requests_then_stops_everything():
     await closing
     assert [(await c)[0].payload for c in calls] == [b"0:1", b"0:2"]
     assert factory.alive == []
+
+
+async def test_pipelines_above_cruise_stop_only_after_the_scale_down_delay():
+    pool, factory = make(floor=1, ceil=4, cruise=1, queue=0, scale_down_delay_ms=150)
+    await pool.start()
+    calls = [asyncio.ensure_future(pool.run(b"x")) for _ in range(3)]
+    await settle()
+    await busy_until(factory.made)
+    for pipeline in factory.made:
+        pipeline.gate.set_result(None)
+    await asyncio.gather(*calls)
+    loop = asyncio.get_running_loop()
+    came_free = loop.time()
+    assert pool.size == 3  # steady load coming back now finds them
+    again = asyncio.ensure_future(pool.run(b"y"))
+    await settle()
+    [serving] = [p for p in factory.made if not p.gate.done()]
+    serving.gate.set_result(None)
+    await again
+    while pool.size > 1:
+        await asyncio.sleep(0.01)
+        assert loop.time() - came_free < 2
+    assert loop.time() - came_free >= 0.14
+    await settle()
+    assert len(factory.made) == 3 and len(factory.alive) == 1
+
+
+async def test_a_call_past_the_execution_timeout_is_answered_and_its_pipeline_replaced():
+    pool, factory = make(floor=2, ceil=2, cruise=2, execution_timeout_ms=50)
+    await pool.start()
+    hung = asyncio.ensure_future(pool.run(b"hung"))
+    await settle()
+    [stuck] = [p for p in factory.made if p.gate is not None]
+    other = asyncio.ensure_future(pool.run(b"ok"))
+    await settle()
+    [answering] = [p for p in factory.made if p is not stuck]
+    answering.gate.set_result(None)
+    assert (await other)[0].status == 200
+    with pytest.raises(ExecutionTimeout, match="executionTimeout of 50 ms"):
+        await hung
+    await settle()
+    assert stuck.stopped and not answering.stopped and len(factory.made) == 3 and pool.size == 2
+    assert pool.counts.timeouts == 1
+
+
+async def test_pipelines_are_recycled_after_max_requests_with_jitter():
+    pool, factory = make(floor=1, ceil=1, cruise=1, max_requests=10)
+    await pool.start()
+    for n in range(30):
+        call = asyncio.ensure_future(pool.run(b"%d" % n))
+        await busy_until([factory.made[-1]])
+        factory.made[-1].gate.set_result(None)
+        assert (await call)[0].status == 200
+        await settle()
+    served = [int(p.number) for p in factory.made]
+    assert 3 <= len(served) <= 4  # every 10 or 11 requests (10% jitter)
+    assert pool.counts.recycled["requests"] == len(factory.made) - 1
+    assert len(factory.alive) == 1
+
+
+async def test_a_pipeline_over_max_memory_is_recycled_after_answering():
+    pool, factory = make(floor=1, ceil=1, cruise=1, max_memory_mb=100)
+    await pool.start()
+    factory.made[0].memory = 150.0
+    call = asyncio.ensure_future(pool.run(b"x"))
+    await busy_until(factory.made)
+    factory.made[0].gate.set_result(None)
+    assert (await call)[0].status == 200
+    await settle()
+    assert factory.made[0].stopped and len(factory.made) == 2
+    assert pool.counts.recycled == {"requests": 0, "memory": 1}
+
+
+async def test_a_start_failing_after_the_load_is_retried_while_the_others_serve():
+    pool, factory = make(floor=1, ceil=2, cruise=2, timeout_ms=5000)
+    await pool.start()
+    factory.fail = True
+    first = asyncio.ensure_future(pool.run(b"1"))
+    await busy_until(factory.made)
+    second = asyncio.ensure_future(pool.run(b"2"))  # asks for a second pipeline, which fails
+    await settle()
+    assert pool.failure is None and pool.counts.start_failures == 1
+    factory.fail = False
+    while len(factory.made) < 2:  # the retry, after its backoff
+        await asyncio.sleep(0.02)
+    await busy_until(factory.made)
+    for pipeline in factory.made:
+        pipeline.gate.set_result(None)
+    assert [(await call)[0].status for call in (first, second)] == [200, 200]

@@ -14,21 +14,36 @@ from ..packaging.notebooks import EndpointRegistration
 from ..results import text_table
 from .html_tables import html_table
 
-HEADERS = ("service", "endpoint", "function", "folders", "requirements", "pool", "test queries", "documentation")
+HEADERS = (
+    "service",
+    "endpoint",
+    "function",
+    "folders",
+    "requirements",
+    "pool",
+    "pipelines",
+    "test queries",
+    "documentation",
+)
+_SIZING = ("floor", "ceil", "cruise", "queue", "timeout")
 DOCS = "/public/api/v1/{service}/docs"
 """Where a node (the dev server after `%api_dev`, or any node serving it) documents a service."""
 
 
 def _cells(registration: EndpointRegistration) -> tuple[str, ...]:
+    """The pool in two cells: its sizing in full, then how pipelines start (always said) and
+    the production settings that differ from their defaults."""
     magic = registration.magic
-    pool = PoolSettings.from_json(magic.pool, "pool").to_json()
+    settings = PoolSettings.from_json(magic.pool, "pool")
+    pool = settings.to_json()
     return (
         magic.service,
         magic.endpoint,
         magic.function,
         ", ".join(magic.folders),
         ", ".join(magic.requirements) or "(builtin env)",
-        " ".join(f"{key}={value}" for key, value in pool.items()),
+        " ".join(f"{key}={pool[key]}" for key in _SIZING),
+        " ".join(f"{key}={value}" for key, value in {"start": settings.start, **pool}.items() if key not in _SIZING),
         str(len(registration.test_queries)),
         DOCS.format(service=magic.service),
     )
@@ -36,7 +51,7 @@ def _cells(registration: EndpointRegistration) -> tuple[str, ...]:
 
 @dataclass(frozen=True, repr=False)
 class ServicesOverview:
-    """One row per registered endpoint, with its pool settings in full (defaults filled in)."""
+    """One row per registered endpoint, with its pool's sizing in full (defaults filled in)."""
 
     registrations: tuple[EndpointRegistration, ...]
 

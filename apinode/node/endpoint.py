@@ -16,9 +16,10 @@ import orjson
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
 from .errors import EndpointLoadFailed
-from .pipeline import PipelineSpec, ProcessPipeline
+from .factory import PipelineFactory
 from .pool import Pool
-from .stats import EndpointStats
+from .process import PipelineSpec
+from .stats import EndpointStats, PipelineCounts
 
 
 class Endpoint:
@@ -38,6 +39,7 @@ class Endpoint:
         self.generation = generation
         self.definition = definition
         self.name = f"{service_id}/{definition.id}"
+        settings = pool_settings or definition.pool
         spec = PipelineSpec(
             name=self.name,
             code=directory / definition.code,
@@ -46,18 +48,13 @@ class Endpoint:
             python=python,
             cwd=directory,
             env=env,
+            max_result_bytes=settings.max_result_mb << 20,
         )
-        self.description: dict[str, Any] | None = None
-        """The function as its first started pipeline described it (runtime.schema), for OpenAPI."""
-
-        async def start_pipeline() -> ProcessPipeline:
-            pipeline = await ProcessPipeline.start(spec)
-            if self.description is None:
-                self.description = pipeline.description
-            return pipeline
-
-        self.pool = Pool(self.name, pool_settings or definition.pool, start_pipeline)
+        self.counts = PipelineCounts()
+        self.factory = PipelineFactory(spec, settings.start, self.counts)
+        self.pool = Pool(self.name, settings, self.factory, self.counts)
         self.stats = EndpointStats()
+        self._description: dict[str, Any] | None = None
         self._context = orjson.dumps(
             {"serviceId": service_id, "endpointId": definition.id, "serviceGeneration": generation}
         )
@@ -67,6 +64,29 @@ class Endpoint:
         """Why the endpoint's code did not load (its pool then refuses every call); None if it did."""
         return self.pool.failure
 
+    @property
+    def description(self) -> dict[str, Any] | None:
+        """The function as its load described it (runtime.schema, READY's payload), for OpenAPI;
+        None before it loaded, or when the runtime could not describe it."""
+        payload = self.factory.ready_payload
+        if not payload:
+            return None
+        if self._description is None:
+            self._description = orjson.loads(payload)
+        return self._description
+
+    async def close(self, drain_timeout: float) -> None:
+        """Let the requests under way finish (bounded), stop the pipelines, then the template."""
+        await self.pool.close(drain_timeout)
+        await self.factory.close()
+
+    def describe(self) -> dict[str, Any]:
+        """How its pipelines start, as the admin API shows it."""
+        described: dict[str, Any] = {"start": self.factory.start, "loadFailed": self.failure is not None}
+        if self.factory.fallback is not None:
+            described["startFallback"] = self.factory.fallback
+        return described
+
     async def run(self, body: bytes, received: float) -> tuple[int, bytes]:
         """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.
 
@@ -74,12 +94,12 @@ class Endpoint:
         """
         reply, waited_ms = await self.pool.run(body)
         if reply.kind != framing.RESULT:
-            return reply.status, reply.payload
+            return reply.status, bytes(reply.payload)
         total_ms = (time.perf_counter() - received) * 1000
-        return 200, b'{"response":%b,"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
-            reply.payload,
+        envelope = b',"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
             waited_ms,
             reply.execution_ms,
             total_ms,
             self._context,
         )
+        return 200, b"".join((b'{"response":', reply.payload, envelope))

@@ -97,3 +97,9 @@ class EndpointLoadFailed(ApiError):
 
 class PipelineDied(ApiError):
     error_type = "PipelineDied"
+
+
+class ExecutionTimeout(ApiError):
+    """The call ran past the pool's executionTimeout; its pipeline was killed and replaced."""
+
+    status, error_type = 504, "ExecutionTimeout"

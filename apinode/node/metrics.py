@@ -1,9 +1,11 @@
 """The node's metrics, read from live state when asked: the admin API's JSON, Prometheus' text.
 
 Per service, generation and endpoint: requests by HTTP status, latency (a histogram; in the
-JSON its count, mean, max and estimated quantiles), queue depth, pipelines alive and busy, and
-rejections (queue full, or queue timeout). Counts belong to a loaded generation: they start at
-zero when it loads and go away when it is unloaded, like a Prometheus series that ends.
+JSON its count, mean, max and estimated quantiles), queue depth, pipelines alive and busy,
+rejections (queue full, or queue timeout), execution timeouts, pipelines started (forked or
+spawned), starts that failed after the endpoint had loaded, and pipelines recycled by reason.
+Counts belong to a loaded generation: they start at zero when it loads and go away when it is
+unloaded, like a Prometheus series that ends.
 
 A request costs only `EndpointStats.record`. Both renderings walk the service manager on the event
 loop when asked, a few numbers per endpoint.
@@ -50,7 +52,7 @@ def metrics_json(services: ServiceManager) -> dict[str, Any]:
 
 
 def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
-    stats, pool = endpoint.stats, endpoint.pool
+    stats, pool, counts = endpoint.stats, endpoint.pool, endpoint.counts
     count = stats.count
     latency = {"count": count, "mean": _ms(stats.seconds / count) if count else 0.0, "max": _ms(stats.slowest)}
     latency.update((name, _ms(stats.quantile(q))) for name, q in _QUANTILES.items())
@@ -61,6 +63,9 @@ def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "pipelines": {"alive": pool.size, "busy": pool.busy},
         "rejections": pool.rejected,
         "loadFailed": endpoint.failure is not None,
+        "executionTimeouts": counts.timeouts,
+        "pipelineStarts": {"fork": counts.forks, "spawn": counts.spawns, "failed": counts.start_failures},
+        "recycled": dict(counts.recycled),
     }
 
 
@@ -90,6 +95,20 @@ class _NodeCollector(Collector):
         rejected = CounterMetricFamily(
             "apinode_rejections", "Requests refused with 503: queue full or queue timeout.", labels=labels
         )
+        timeouts = CounterMetricFamily(
+            "apinode_execution_timeouts", "Calls answered 504: they ran past executionTimeout.", labels=labels
+        )
+        starts = CounterMetricFamily(
+            "apinode_pipeline_starts", "Pipelines started, forked from a template or spawned.", labels=[*labels, "how"]
+        )
+        start_failures = CounterMetricFamily(
+            "apinode_pipeline_start_failures", "Pipeline starts that failed after the endpoint loaded.", labels=labels
+        )
+        recycled = CounterMetricFamily(
+            "apinode_pipelines_recycled",
+            "Pipelines replaced by maxRequests or maxMemoryMb.",
+            labels=[*labels, "reason"],
+        )
         for service, generation, endpoint in _endpoints(self.services, self.include_private):
             values = [service.id, generation.id, endpoint.definition.id]
             stats, pool = endpoint.stats, endpoint.pool
@@ -100,7 +119,14 @@ class _NodeCollector(Collector):
             alive.add_metric(values, pool.size)
             busy.add_metric(values, pool.busy)
             rejected.add_metric(values, pool.rejected)
-        yield from (requests, latency, queued, alive, busy, rejected)
+            counts = endpoint.counts
+            timeouts.add_metric(values, counts.timeouts)
+            starts.add_metric([*values, "fork"], counts.forks)
+            starts.add_metric([*values, "spawn"], counts.spawns)
+            start_failures.add_metric(values, counts.start_failures)
+            for reason, count in counts.recycled.items():
+                recycled.add_metric([*values, reason], count)
+        yield from (requests, latency, queued, alive, busy, rejected, timeouts, starts, start_failures, recycled)
 
 
 _BUCKET_BOUNDS = [*map(str, LATENCY_BOUNDS), "+Inf"]

@@ -1,20 +1,28 @@
 """The pool of one endpoint: a small state machine over a pipeline factory.
 
-Semantics (DESIGN.md, "The pool"):
+Semantics (DESIGN.md, "The pool" and "Pipelines in production"):
 - `floor` pipelines are started by `start()`, and the pool never runs fewer;
-- a request takes an idle pipeline; if none is idle and fewer than `ceil` exist, one more is
-  started for it; otherwise it waits in a FIFO queue;
+- a request takes an idle pipeline (the one used last, so that the others stay idle and can
+  be stopped); if none is idle and fewer than `ceil` exist, one more is started for it;
+  otherwise it waits in a FIFO queue;
 - at most `queue` requests wait beyond the pipelines being started; one more is refused at once
   (QueueFull), and a request waiting longer than `timeout` ms is refused then (QueueTimeout);
-- a pipeline that comes free with nobody waiting is stopped if there are more than `cruise`;
+- a call running longer than `executionTimeout` ms is answered ExecutionTimeout (504); its
+  pipeline is killed and another started in its place;
+- a pipeline that has served `maxRequests` requests (plus up to 10% jitter, so that pipelines
+  started together do not retire together), or whose memory exceeds `maxMemoryMb` after a
+  request, is recycled: its replacement is started, and it stops without serving again;
+- a pipeline above `cruise` that has been idle for `scaleDownDelay` ms is stopped;
 - a pipeline that dies fails its request (PipelineDied) and is replaced up to the floor;
-- a pipeline that fails to load marks the whole pool failed with that error: requests fail
-  with it and nothing is respawned in a loop.
+- the first start decides whether the endpoint loads: code that fails then marks the whole
+  pool failed with that error (requests fail with it, nothing is respawned in a loop). A start
+  that fails later (a transient error in the initialization, no file descriptors left) is
+  retried with backoff while the live pipelines serve.
 
 Concurrency model: every method runs on the event loop's thread, so the state needs no locks;
 state changes happen only between awaits. Pipelines are handed to waiters through futures.
-The pool never sees HTTP and never sees a process: anything with `call`, `stop` and
-`set_exit_callback` is a pipeline.
+Timers (queue expiry, execution deadlines, scale-down, retries) are loop callbacks. The pool
+never sees HTTP and never sees a process: anything with the `Pipeline` methods is a pipeline.
 """
 
 from __future__ import annotations
@@ -22,15 +30,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..packaging.definitions import PoolSettings
-from .errors import EndpointLoadFailed, PipelineDied, PoolClosed, QueueFull, QueueTimeout
-from .pipeline import Reply
+from .errors import EndpointLoadFailed, ExecutionTimeout, PipelineDied, PoolClosed, QueueFull, QueueTimeout
+from .process import Reply
+from .stats import PipelineCounts
 
 log = logging.getLogger("apinode.pool")
+
+RETRY_FIRST = 0.5  # seconds before a failed start is retried; doubled at each failure
+RETRY_MAX = 30.0
+JITTER = 0.1  # maxRequests is stretched by up to this fraction, per pipeline
 
 
 class Pipeline(Protocol):
@@ -38,23 +52,38 @@ class Pipeline(Protocol):
 
     async def call(self, body: bytes) -> Reply: ...
     async def stop(self) -> None: ...
+    async def kill(self) -> None: ...
+    def memory_mb(self) -> float: ...
     def set_exit_callback(self, callback: Callable[[Pipeline], None]) -> None: ...
 
 
 class Pool:
-    def __init__(self, name: str, settings: PoolSettings, factory: Callable[[], Awaitable[Pipeline]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: PoolSettings,
+        factory: Callable[[], Awaitable[Pipeline]],
+        counts: PipelineCounts | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
+        self.counts = counts or PipelineCounts()
         self._factory = factory
-        self._idle: list[Pipeline] = []
+        self._idle: dict[Pipeline, float] = {}  # idle pipelines, by when they came free, oldest first
         self._busy: set[Pipeline] = set()
+        self._served: dict[Pipeline, tuple[int, int]] = {}  # requests served, and the limit drawn
+        self._timed_out: set[Pipeline] = set()
         self._starting = 0
         # (deadline, future) in arrival order: with one timeout per pool, deadlines are sorted
         # too, so a single timer on the head of the queue expires every waiter in time.
         self._waiters: collections.deque[tuple[float, asyncio.Future[Pipeline]]] = collections.deque()
         self._expiry: asyncio.TimerHandle | None = None
+        self._scale_down: asyncio.TimerHandle | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = RETRY_FIRST
         self._tasks: set[asyncio.Task[None]] = set()
         self.failure: EndpointLoadFailed | None = None
+        self._loaded = False  # a pipeline started once: later start failures are retried
         self._closing = False
         self._drained = asyncio.Event()
         self.rejected = 0  # requests refused with QueueFull or QueueTimeout
@@ -86,9 +115,16 @@ class Pool:
         queued_at = time.perf_counter()
         pipeline = await self._acquire()
         waited_ms = (time.perf_counter() - queued_at) * 1000
+        deadline = self._arm_deadline(pipeline)
         try:
             reply = await pipeline.call(body)
         except PipelineDied:
+            if pipeline in self._timed_out:
+                self._timed_out.discard(pipeline)
+                raise ExecutionTimeout(
+                    f"{self.name}: the call ran longer than the endpoint's executionTimeout of "
+                    f"{self.settings.execution_timeout_ms} ms; its pipeline was stopped and replaced"
+                ) from None
             self._forget(pipeline)
             raise
         except BaseException:
@@ -97,13 +133,21 @@ class Pool:
             self._forget(pipeline)
             self._track(pipeline.stop())
             raise
-        self._offer(pipeline)
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+        self._timed_out.discard(pipeline)
+        if pipeline in self._busy:  # else it timed out just as it answered, and is gone
+            self._done(pipeline)
         return reply, waited_ms
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Refuse new requests, let queued and running ones finish (bounded), stop every pipeline."""
         self._closing = True
         self._drained.clear()
+        for timer in (self._scale_down, self._retry):
+            if timer is not None:
+                timer.cancel()
         if self._busy or self._waiters:
             try:
                 await asyncio.wait_for(self._drained.wait(), drain_timeout)
@@ -115,7 +159,7 @@ class Pool:
                     drain_timeout,
                 )
         self._reject_waiters(PoolClosed(f"{self.name} is stopping"))
-        pipelines = self._idle + list(self._busy)
+        pipelines = [*self._idle, *self._busy]
         self._idle.clear()
         self._busy.clear()
         await asyncio.gather(*(pipeline.stop() for pipeline in pipelines), return_exceptions=True)
@@ -129,10 +173,10 @@ class Pool:
         if self._closing:
             raise PoolClosed(f"{self.name} is stopping")
         if self._idle and not self._waiters:
-            pipeline = self._idle.pop()
+            pipeline, _ = self._idle.popitem()  # the one used last
             self._busy.add(pipeline)
             return pipeline
-        if self.size < self.settings.ceil and len(self._waiters) >= self._starting:
+        if self.size < self.settings.ceil and len(self._waiters) >= self._starting and self._retry is None:
             self._spawn()
         if len(self._waiters) >= self._starting + self.settings.queue:
             self.rejected += 1
@@ -179,6 +223,55 @@ class Pool:
                 break
         self._check_drained()
 
+    def _arm_deadline(self, pipeline: Pipeline) -> asyncio.TimerHandle | None:
+        timeout_ms = self.settings.execution_timeout_ms
+        if not timeout_ms:
+            return None
+        return asyncio.get_running_loop().call_later(timeout_ms / 1000, self._time_out, pipeline)
+
+    def _time_out(self, pipeline: Pipeline) -> None:
+        """A call ran past its deadline: kill its pipeline (its caller then gets the 504)."""
+        if pipeline not in self._busy:
+            return
+        self.counts.timeouts += 1
+        log.warning(
+            "%s: a call ran longer than %d ms; killing its pipeline", self.name, self.settings.execution_timeout_ms
+        )
+        self._timed_out.add(pipeline)
+        self._retire(pipeline, pipeline.kill())
+
+    def _done(self, pipeline: Pipeline) -> None:
+        """A request was answered: recycle the pipeline if it is due, else offer it."""
+        settings = self.settings
+        served, limit = self._served.get(pipeline, (0, 0))
+        served += 1
+        self._served[pipeline] = (served, limit)
+        reason = None
+        if settings.max_requests and served >= limit:
+            reason = "requests"
+        elif settings.max_memory_mb and pipeline.memory_mb() > settings.max_memory_mb:
+            reason = "memory"
+        if reason is None:
+            self._offer(pipeline)
+            return
+        self.counts.recycled[reason] += 1
+        log.info(
+            "%s: recycling a pipeline (%s)",
+            self.name,
+            f"{served} requests served" if reason == "requests" else f"memory over {settings.max_memory_mb} MiB",
+        )
+        self._retire(pipeline, pipeline.stop())
+
+    def _retire(self, pipeline: Pipeline, ending: Awaitable[None]) -> None:
+        """Take a pipeline out of service: start its replacement first, then end it."""
+        self._busy.discard(pipeline)
+        self._idle.pop(pipeline, None)
+        self._served.pop(pipeline, None)
+        if not self._closing and self.failure is None:
+            self._spawn()
+        self._track(ending)
+        self._check_drained()
+
     def _offer(self, pipeline: Pipeline) -> None:
         """A pipeline is free (just started or done with a request): first waiter first."""
         self._busy.discard(pipeline)
@@ -188,22 +281,45 @@ class Pool:
                 self._busy.add(pipeline)
                 waiter.set_result(pipeline)
                 return
-        if self._closing or self.size + 1 > self.settings.cruise:
+        if self._closing or (self.size + 1 > self.settings.cruise and not self.settings.scale_down_delay_ms):
+            self._served.pop(pipeline, None)
             self._track(pipeline.stop())
         else:
-            self._idle.append(pipeline)
+            self._idle[pipeline] = asyncio.get_running_loop().time()
+            self._arm_scale_down()
         self._check_drained()
+
+    def _arm_scale_down(self) -> None:
+        if self._scale_down is not None or self.size <= self.settings.cruise or not self._idle:
+            return
+        oldest = next(iter(self._idle.values()))
+        when = oldest + self.settings.scale_down_delay_ms / 1000
+        self._scale_down = asyncio.get_running_loop().call_at(when, self._shrink)
+
+    def _shrink(self) -> None:
+        """Stop the pipelines above cruise that have been idle for scaleDownDelay."""
+        self._scale_down = None
+        now = asyncio.get_running_loop().time()
+        delay = self.settings.scale_down_delay_ms / 1000
+        while self.size > self.settings.cruise and self._idle:
+            pipeline, since = next(iter(self._idle.items()))
+            if now - since < delay:
+                break
+            del self._idle[pipeline]
+            self._served.pop(pipeline, None)
+            self._track(pipeline.stop())
+        self._arm_scale_down()
 
     def _forget(self, pipeline: Pipeline) -> None:
         """A pipeline is gone (died or stopped): never hand it out again; refill to the floor."""
         self._busy.discard(pipeline)
-        if pipeline in self._idle:
-            self._idle.remove(pipeline)
+        self._idle.pop(pipeline, None)
+        self._served.pop(pipeline, None)
         self._replenish()
         self._check_drained()
 
     def _replenish(self) -> None:
-        if self._closing or self.failure is not None:
+        if self._closing or self.failure is not None or self._retry is not None:
             return
         while self.size < self.settings.floor or (
             self.size < self.settings.ceil and len(self._waiters) > self._starting
@@ -223,19 +339,44 @@ class Pool:
             pipeline = await self._factory()
         except EndpointLoadFailed as exc:
             self._starting -= 1
-            self.fail(exc)
+            self._start_failed(exc)
             return
         except Exception as exc:  # a bug starting processes must not hang the waiters
             self._starting -= 1
             log.exception("%s: starting a pipeline failed", self.name)
-            self.fail(EndpointLoadFailed(f"{self.name}: starting a pipeline failed: {exc}"))
+            self._start_failed(EndpointLoadFailed(f"{self.name}: starting a pipeline failed: {exc}"))
             return
         self._starting -= 1
+        self._loaded = True
+        self._retry_delay = RETRY_FIRST
         if self.failure is not None:
             self._track(pipeline.stop())
             return
         pipeline.set_exit_callback(self._forget)
+        limit = self.settings.max_requests
+        self._served[pipeline] = (0, limit + random.randint(0, int(limit * JITTER)))
         self._offer(pipeline)
+
+    def _start_failed(self, failure: EndpointLoadFailed) -> None:
+        if not self._loaded:
+            self.fail(failure)
+            return
+        self.counts.start_failures += 1
+        if self._closing or self._retry is not None:
+            return
+        log.warning(
+            "%s: a pipeline failed to start; the others serve on, retrying in %g s: %s\n%s",
+            self.name,
+            self._retry_delay,
+            failure.message,
+            failure.traceback,
+        )
+        self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_start)
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+
+    def _retry_start(self) -> None:
+        self._retry = None
+        self._replenish()
 
     def fail(self, failure: EndpointLoadFailed) -> None:
         """Mark the endpoint failed to load: its requests fail with this, nothing is respawned."""
@@ -243,7 +384,7 @@ class Pool:
             log.error("%s failed to load: %s\n%s", self.name, failure.message, failure.traceback)
             self.failure = failure
         self._reject_waiters(failure)
-        idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, {}
         for pipeline in idle:
             self._track(pipeline.stop())
         self._check_drained()

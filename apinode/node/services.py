@@ -85,7 +85,7 @@ class LoadedGeneration:
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Refuse new requests, let queued and running ones finish (bounded), stop every pipeline."""
-        await asyncio.gather(*(endpoint.pool.close(drain_timeout) for endpoint in self.endpoints.values()))
+        await asyncio.gather(*(endpoint.close(drain_timeout) for endpoint in self.endpoints.values()))
 
     def allows(self, authorization: str | None) -> bool:
         definition = self.definition
@@ -175,6 +175,10 @@ class Service:
             "loadedGenerations": sorted(self.loaded),
             "generations": self.generation_details(),
             "problem": self.damaged or (None if self.problem is None else self.problem.message),
+            "endpoints": {
+                generation_id: {endpoint_id: endpoint.describe() for endpoint_id, endpoint in loaded.endpoints.items()}
+                for generation_id, loaded in sorted(self.loaded.items())
+            },
         }
 
     def generation_details(self) -> list[dict[str, Any]]:

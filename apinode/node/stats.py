@@ -42,3 +42,18 @@ class EndpointStats:
             if seen >= rank:
                 return min(bound, self.slowest)
         return self.slowest
+
+
+class PipelineCounts:
+    """What happened to one endpoint's pipelines: how they started, why they were replaced.
+
+    Written by its pool and its pipeline factory, on the event loop."""
+
+    __slots__ = ("forks", "recycled", "spawns", "start_failures", "timeouts")
+
+    def __init__(self) -> None:
+        self.forks = 0  # pipelines forked from a template
+        self.spawns = 0  # pipelines started as fresh processes
+        self.start_failures = 0  # starts that failed after the endpoint had loaded (retried)
+        self.timeouts = 0  # calls answered 504 ExecutionTimeout
+        self.recycled: dict[str, int] = {"requests": 0, "memory": 0}  # pipelines replaced, by reason

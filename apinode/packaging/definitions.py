@@ -101,28 +101,65 @@ def _items(value: object, at: str) -> list[Any]:
     return value
 
 
-_POOL_MINIMUMS = {"floor": 1, "ceil": 1, "cruise": 1, "queue": 0, "timeout": 1}
-"""Pool fields as spelled in JSON, with their smallest valid value."""
+_POOL_MINIMUMS = {
+    "floor": 1,
+    "ceil": 1,
+    "cruise": 1,
+    "queue": 0,
+    "timeout": 1,
+    "executionTimeout": 0,
+    "maxRequests": 0,
+    "maxMemoryMb": 0,
+    "scaleDownDelay": 0,
+    "maxResultMb": 1,
+}
+"""Integer pool fields as spelled in JSON, with their smallest valid value."""
+START_METHODS = ("fork", "spawn")
+_POOL_FIELDS = (*_POOL_MINIMUMS, "start")
+_ORIGINAL_POOL_FIELDS = ("floor", "ceil", "cruise", "queue", "timeout")
+"""DSS's five: always written; the others only when they differ from their defaults, so that
+the canonical JSON of a service that does not use them keeps its bytes."""
 
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """How many pipelines serve an endpoint and how long requests may queue (see DESIGN)."""
+    """How many pipelines serve an endpoint, how long requests may queue and run, and when
+    pipelines are started, recycled and stopped (see DESIGN, "The pool" and "Pipelines in
+    production"). Durations are milliseconds; 0 turns a limit off where the minimum is 0."""
 
     floor: int = 1
     ceil: int = 8
     cruise: int = 2
     queue: int = 16
     timeout_ms: int = 10000
+    start: str = "fork"
+    execution_timeout_ms: int = 60000
+    max_requests: int = 0
+    max_memory_mb: int = 0
+    scale_down_delay_ms: int = 10000
+    """How long a pipeline above cruise stays idle before it stops: long enough that steady
+    load does not stop and restart pipelines between bursts (see README, "Pipelines")."""
+    max_result_mb: int = 64
 
-    def to_json(self) -> dict[str, int]:
-        return {
+    def to_json(self, complete: bool = False) -> dict[str, int | str]:
+        """The "pool" object; `complete` includes the fields left at their defaults."""
+        values: dict[str, int | str] = {
             "floor": self.floor,
             "ceil": self.ceil,
             "cruise": self.cruise,
             "queue": self.queue,
             "timeout": self.timeout_ms,
+            "start": self.start,
+            "executionTimeout": self.execution_timeout_ms,
+            "maxRequests": self.max_requests,
+            "maxMemoryMb": self.max_memory_mb,
+            "scaleDownDelay": self.scale_down_delay_ms,
+            "maxResultMb": self.max_result_mb,
         }
+        if complete:
+            return values
+        defaults = _DEFAULT_POOL_JSON
+        return {key: value for key, value in values.items() if key in _ORIGINAL_POOL_FIELDS or value != defaults[key]}
 
     @classmethod
     def from_json(cls, obj: object, where: str) -> PoolSettings:
@@ -132,10 +169,15 @@ class PoolSettings:
         (`{"ceil": 1}` alone means floor = cruise = 1); given fields that contradict each other
         are refused.
         """
+        fields = _object(obj, where, _POOL_FIELDS)
         given = {
             key: _integer(value, f"{where}.{key}", _POOL_MINIMUMS[key])
-            for key, value in _object(obj, where, _POOL_MINIMUMS).items()
+            for key, value in fields.items()
+            if key != "start"
         }
+        start = fields.get("start", "fork")
+        if start not in START_METHODS:
+            _fail(f"{where}.start", " or ".join(json.dumps(method) for method in START_METHODS), start)
         default = cls()
         floor_given = given.get("floor", 0)
         ceil = given.get("ceil", max(default.ceil, floor_given, given.get("cruise", 0)))
@@ -145,12 +187,27 @@ class PoolSettings:
             raise DefinitionError(
                 f"{where}: expected floor <= cruise <= ceil, got floor {floor}, cruise {cruise}, ceil {ceil}"
             )
-        return cls(floor, ceil, cruise, given.get("queue", default.queue), given.get("timeout", default.timeout_ms))
+        return cls(
+            floor,
+            ceil,
+            cruise,
+            given.get("queue", default.queue),
+            given.get("timeout", default.timeout_ms),
+            start,
+            given.get("executionTimeout", default.execution_timeout_ms),
+            given.get("maxRequests", default.max_requests),
+            given.get("maxMemoryMb", default.max_memory_mb),
+            given.get("scaleDownDelay", default.scale_down_delay_ms),
+            given.get("maxResultMb", default.max_result_mb),
+        )
 
     def overridden(self, obj: object, where: str) -> PoolSettings:
         """These settings with an operator's override applied (the merged result is validated)."""
-        override = _object(obj, where, _POOL_MINIMUMS)
-        return PoolSettings.from_json({**self.to_json(), **override}, where)
+        override = _object(obj, where, _POOL_FIELDS)
+        return PoolSettings.from_json({**self.to_json(complete=True), **override}, where)
+
+
+_DEFAULT_POOL_JSON = PoolSettings().to_json(complete=True)
 
 
 @dataclass(frozen=True)

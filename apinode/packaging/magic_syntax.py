@@ -12,16 +12,27 @@ import shlex
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from .definitions import ID_PATTERN, CodeEnv, DefinitionError, PoolSettings, is_function_name
+from .definitions import ID_PATTERN, START_METHODS, CodeEnv, DefinitionError, PoolSettings, is_function_name
 
 ENDPOINT_MAGIC = "%%api_endpoint"
 TEST_QUERIES_MAGIC = "%%api_test_queries"
 ENDPOINT_USAGE = (
     "usage: %%api_endpoint SERVICE/ENDPOINT --function NAME [--folder PATH]... "
-    "[--requirement REQ]... [--floor N] [--ceil N] [--cruise N] [--queue N] [--timeout MS]"
+    "[--requirement REQ]... [--floor N] [--ceil N] [--cruise N] [--queue N] [--timeout MS] "
+    "[--start fork|spawn] [--execution-timeout MS] [--max-requests N] [--max-memory-mb MB]"
 )
 TEST_QUERIES_USAGE = "usage: %%api_test_queries SERVICE/ENDPOINT"
-_POOL_OPTIONS = ("floor", "ceil", "cruise", "queue", "timeout")
+_POOL_OPTIONS = {
+    "floor": "floor",
+    "ceil": "ceil",
+    "cruise": "cruise",
+    "queue": "queue",
+    "timeout": "timeout",
+    "execution-timeout": "executionTimeout",
+    "max-requests": "maxRequests",
+    "max-memory-mb": "maxMemoryMb",
+}
+"""Integer pool options of the magic, to their names in service.json's "pool"."""
 
 
 class MagicUsageError(ValueError):
@@ -37,8 +48,8 @@ class EndpointMagic:
     function: str
     folders: tuple[str, ...] = ()
     requirements: tuple[str, ...] = ()
-    pool: dict[str, int] = field(default_factory=dict)
-    """Only the pool settings given, by their JSON names (floor, ceil, cruise, queue, timeout)."""
+    pool: dict[str, int | str] = field(default_factory=dict)
+    """Only the pool settings given, by their JSON names (floor, ..., executionTimeout, start)."""
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -56,8 +67,9 @@ def _endpoint_parser() -> UsageParser:
     parser.add_argument("--function", required=True)
     parser.add_argument("--folder", dest="folders", action="append", default=[])
     parser.add_argument("--requirement", dest="requirements", action="append", default=[])
-    for option in _POOL_OPTIONS:
-        parser.add_argument(f"--{option}", type=int)
+    for option, name in _POOL_OPTIONS.items():
+        parser.add_argument(f"--{option}", dest=name, type=int)
+    parser.add_argument("--start", choices=START_METHODS)
     return parser
 
 
@@ -91,7 +103,7 @@ def parse_endpoint_magic(line: str) -> EndpointMagic:
         raise MagicUsageError(
             f"--function: expected the name of a Python function, got {args.function!r}; {ENDPOINT_USAGE}"
         )
-    pool = {key: getattr(args, key) for key in _POOL_OPTIONS if getattr(args, key) is not None}
+    pool = {key: getattr(args, key) for key in (*_POOL_OPTIONS.values(), "start") if getattr(args, key) is not None}
     try:
         PoolSettings.from_json(pool, "pool")  # refuse now what the node would refuse later
     except DefinitionError as error:

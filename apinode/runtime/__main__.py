@@ -1,4 +1,5 @@
-"""Entry point of a pipeline: `python -s <this directory> --fd N --endpoint SERVICE/ENDPOINT`.
+"""Entry point of a pipeline, `python -s <this directory> --fd N --endpoint SERVICE/ENDPOINT`, or
+of a template (the same, with `--template`).
 
 Run by path inside an endpoint's interpreter, where apinode is not installed. The Python version
 is checked before anything that needs a recent one, with a distinct exit code the node reports.

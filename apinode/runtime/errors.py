@@ -19,20 +19,20 @@ def error_body(error_type: str, message: str, detailed_message: str | None = Non
     return {"errorType": error_type, "message": message, "detailedMessage": detailed_message or message}
 
 
-_REPORT_MARK = "\x1eapinode-error "  # starts with ASCII "record separator": no print does by accident
+REPORT_MARK = "\x1eapinode-error "  # starts with ASCII "record separator": no print does by accident
 
 
 def error_report(text: str) -> str:
     """The line that carries `text` (a traceback, several lines) to the node's log at ERROR."""
-    return _REPORT_MARK + json.dumps(text) + "\n"
+    return REPORT_MARK + json.dumps(text) + "\n"
 
 
 def read_error_report(line: str) -> str | None:
     """The text of an error report line; None for any other line (one that user code printed)."""
-    if not line.startswith(_REPORT_MARK):
+    if not line.startswith(REPORT_MARK):
         return None
     try:
-        text = json.loads(line[len(_REPORT_MARK) :])
+        text = json.loads(line[len(REPORT_MARK) :])
     except ValueError:
         return None
     return text if isinstance(text, str) else None

@@ -13,18 +13,37 @@ import struct
 
 HEADER = struct.Struct("!BHdI")
 
-# node -> pipeline
-LOAD = 1  # payload: JSON {"code", "function", "folders", "name"}
+# node -> pipeline or template
+LOAD = 1  # payload: JSON {"code", "function", "folders", "name", "maxResultBytes"}
 CALL = 2  # payload: the request body, as received
-# pipeline -> node
+# pipeline or template -> node
 READY = 3  # the endpoint's code loaded; payload: JSON description (runtime.schema), or empty
 LOAD_FAILED = 4  # payload: JSON {"message", "traceback"}
 RESULT = 5  # payload: the result as JSON
 ERROR = 6  # payload: the error body as JSON; status: its HTTP status
+# node -> template: fork a pipeline; two descriptors ride along (SCM_RIGHTS): the pipeline's
+# end of its channel, and where its output goes
+FORK = 7
+# template -> node
+FORKED = 8  # payload: the new pipeline's pid, in ASCII digits
+FORK_REFUSED = 9  # payload: why this template cannot fork, UTF-8 text
 
 
 def pack(kind: int, payload: bytes = b"", status: int = 200, execution_ms: float = 0.0) -> bytes:
     return HEADER.pack(kind, status, execution_ms, len(payload)) + payload
+
+
+_SMALL = 1 << 16
+
+
+def send(sock: socket.socket, kind: int, payload: bytes = b"", status: int = 200, execution_ms: float = 0.0) -> None:
+    """Send one frame; a large payload is not copied behind its header."""
+    header = HEADER.pack(kind, status, execution_ms, len(payload))
+    if len(payload) < _SMALL:
+        sock.sendall(header + payload)
+    else:
+        sock.sendall(header)
+        sock.sendall(payload)
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -42,3 +61,14 @@ def receive(sock: socket.socket) -> tuple[int, int, float, bytes]:
     """Block for the next frame: (kind, status, execution_ms, payload). EOFError when closed."""
     kind, status, execution_ms, length = HEADER.unpack(_recv_exactly(sock, HEADER.size))
     return kind, status, execution_ms, _recv_exactly(sock, length) if length else b""
+
+
+def receive_with_fds(sock: socket.socket, max_fds: int) -> tuple[int, bytes, list[int]]:
+    """Block for the next frame and the descriptors sent with it: (kind, payload, fds)."""
+    head, fds, _, _ = socket.recv_fds(sock, HEADER.size, max_fds)
+    if not head:
+        raise EOFError("channel closed")
+    if len(head) < HEADER.size:
+        head += _recv_exactly(sock, HEADER.size - len(head))
+    kind, _, _, length = HEADER.unpack(head)
+    return kind, _recv_exactly(sock, length) if length else b"", list(fds)

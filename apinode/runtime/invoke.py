@@ -71,13 +71,17 @@ def _json_kind(value: Any) -> str:
 
 
 class Invoker:
-    """Calls one function for request bodies; built once per loaded endpoint."""
+    """Calls one function for request bodies; built once per loaded endpoint.
 
-    def __init__(self, function: Callable[..., Any]) -> None:
+    `max_result_bytes`: a larger result is answered 500 `ResultTooLarge` instead, before it
+    crosses to the node (None: no limit, as in the kernel)."""
+
+    def __init__(self, function: Callable[..., Any], max_result_bytes: int | None = None) -> None:
         self.function = function
         self.binder = Binder(function)
         validator = Validator(function)
         self.validate = validator if validator else None
+        self.max_result_bytes = max_result_bytes
 
     def __call__(self, body: bytes) -> Outcome:
         try:
@@ -106,6 +110,17 @@ class Invoker:
             )
         elapsed = (time.perf_counter() - started) * 1000
         try:
-            return Outcome(200, encode(result), elapsed)
+            encoded = encode(result)
         except NotSerializable as exc:
             return Outcome(500, error_json("ResultNotSerializable", str(exc)), elapsed)
+        if self.max_result_bytes is None or len(encoded) <= self.max_result_bytes:
+            return Outcome(200, encoded, elapsed)
+        return Outcome(500, error_json("ResultTooLarge", _too_large(len(encoded), self.max_result_bytes)), elapsed)
+
+
+def _too_large(size: int, limit: int) -> str:
+    mib = 1 << 20
+    return (
+        f"the function's result is {size / mib:.1f} MiB ({size} bytes) of JSON, over this endpoint's limit of "
+        f"{limit / mib:g} MiB: return less, or raise the endpoint's pool.maxResultMb"
+    )

@@ -1,8 +1,14 @@
-"""The pipeline's loop: load the endpoint once, then answer one call at a time.
+"""A pipeline's life: load the endpoint once, then answer one call at a time.
 
-Concurrency model: a single thread, blocking on its channel. The node sends LOAD first, then
-CALL frames one at a time and waits for each answer, so a pipeline never holds two requests.
-When the node closes the channel (or dies) the next read ends and the process exits.
+`python -s <runtime dir> --fd N --endpoint SERVICE/ENDPOINT` is a spawned pipeline: it loads
+the code itself. With `--template` the process is a template instead (apinode.runtime.template):
+it loads the code once and forks pipelines that run `serve_calls` with what it loaded.
+
+Concurrency model: the main thread blocks on its channel. The node sends LOAD first, then CALL
+frames one at a time and waits for each answer, so a pipeline never holds two requests. A
+watchdog thread (apinode.runtime.lifetime) ends the process group if the node goes away while
+the main thread is busy. When the node closes the channel the next read ends, and the process
+ends its group: nothing user code started survives it.
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ from typing import Any
 from . import framing
 from .errors import error_report
 from .invoke import Invoker
+from .lifetime import Watchdog, end_group
 from .loader import LoadError, endpoint_module_name, load_function_file
 from .schema import describe
+
+USAGE = "usage: python -s <apinode runtime dir> --fd N --endpoint SERVICE/ENDPOINT [--template]\n"
 
 
 def _load(spec: dict[str, Any]) -> Invoker:
     name = endpoint_module_name(spec["name"])
-    return Invoker(load_function_file(spec["code"], spec["function"], spec["folders"], name))
+    function = load_function_file(spec["code"], spec["function"], spec["folders"], name)
+    return Invoker(function, spec.get("maxResultBytes"))
 
 
 def _description(invoke: Invoker, spec: dict[str, Any]) -> bytes:
@@ -35,7 +45,10 @@ def _description(invoke: Invoker, spec: dict[str, Any]) -> bytes:
         return b""
 
 
-def serve(channel: socket.socket) -> None:
+def load(channel: socket.socket) -> Invoker | None:
+    """Receive LOAD and run the endpoint's initialization; answer READY or LOAD_FAILED.
+
+    The endpoint's invoker, or None when the code did not load."""
     kind, _, _, payload = framing.receive(channel)
     if kind != framing.LOAD:
         raise RuntimeError(f"expected a LOAD frame first, got kind {kind}")
@@ -45,35 +58,51 @@ def serve(channel: socket.socket) -> None:
     except LoadError as exc:
         sys.stderr.write(error_report(f"the code failed to load:\n{exc.traceback or exc}"))
         detail = json.dumps({"message": str(exc), "traceback": exc.traceback}).encode()
-        channel.sendall(framing.pack(framing.LOAD_FAILED, detail, status=500))
-        return
-    channel.sendall(framing.pack(framing.READY, _description(invoke, spec)))
+        framing.send(channel, framing.LOAD_FAILED, detail, status=500)
+        return None
+    framing.send(channel, framing.READY, _description(invoke, spec))
+    return invoke
+
+
+def serve_calls(channel: socket.socket, invoke: Invoker) -> None:
+    """Answer CALL frames until the node closes the channel."""
     while True:
         try:
-            kind, _, _, body = framing.receive(channel)
+            _, _, _, body = framing.receive(channel)
         except EOFError:
             return
         outcome = invoke(body)
         if outcome.traceback:
             sys.stderr.write(error_report(f"the function raised:\n{outcome.traceback}"))
         kind = framing.RESULT if outcome.ok else framing.ERROR
-        channel.sendall(framing.pack(kind, outcome.payload, outcome.status, outcome.execution_ms))
+        framing.send(channel, kind, outcome.payload, outcome.status, outcome.execution_ms)
+
+
+def _run_pipeline(channel: socket.socket) -> None:
+    Watchdog(channel.fileno()).start()
+    invoke = load(channel)
+    if invoke is not None:
+        serve_calls(channel, invoke)
 
 
 def main(argv: list[str]) -> int:
     # `--endpoint` is only for people reading `ps`: the LOAD frame says what to run.
-    if len(argv) != 4 or argv[0] != "--fd" or argv[2] != "--endpoint":
-        sys.stderr.write("usage: python -s <apinode runtime dir> --fd N --endpoint SERVICE/ENDPOINT\n")
+    template = argv[4:] == ["--template"]
+    if len(argv) != (5 if template else 4) or argv[0] != "--fd" or argv[2] != "--endpoint":
+        sys.stderr.write(USAGE)
         return 2
     # Ctrl-C in a terminal reaches the whole process group: the node decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=int(argv[1]))
     try:
-        serve(channel)
+        if template:
+            from .template import serve
+
+            serve(channel)
+        else:
+            _run_pipeline(channel)
     except EOFError:
         pass
-    finally:
-        channel.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
+    channel.close()
+    end_group()
     return 0

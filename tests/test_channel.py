@@ -1,0 +1,56 @@
+"""The node's end of a pipeline's channel (apinode.node.process.Channel): frames of any size,
+split anywhere by the socket, each delivered whole to the exchange that waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from apinode.node.process import SCRATCH, ProcessDied, connect
+from apinode.runtime import framing
+
+
+async def answered(frames: list[bytes], chunk: int) -> list[tuple[int, bytes]]:
+    """Send `frames` from the far end `chunk` bytes at a time; what the channel delivers."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    channel = await connect(ours)
+    data = b"".join(frames)
+    got = []
+    try:
+        for index in range(len(frames)):
+            reply = channel.expect()
+            if index == 0:
+                for start in range(0, len(data), chunk):
+                    await asyncio.get_running_loop().sock_sendall(theirs, data[start : start + chunk])
+            result = await asyncio.wait_for(reply, 10)
+            got.append((result.kind, bytes(result.payload)))
+    finally:
+        channel.close()
+        theirs.close()
+    return got
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])
+async def test_small_and_large_frames_arrive_whole_however_split(chunk):
+    large = bytes(range(256)) * ((3 * SCRATCH) // 256 + 3)  # several scratch buffers long
+    frames = [framing.pack(framing.RESULT, b'{"a":1}'), framing.pack(framing.ERROR, large, status=500)]
+    if chunk == 1:  # byte by byte: keep it short
+        frames = [framing.pack(framing.RESULT, b"x" * 100), framing.pack(framing.RESULT, b"")]
+    got = await answered(frames, chunk)
+    expected = [(frame[0], frame[framing.HEADER.size :]) for frame in frames]
+    assert got == expected
+
+
+async def test_a_frame_that_comes_before_it_is_expected_is_kept():
+    ours, theirs = socket.socketpair()
+    theirs.sendall(framing.pack(framing.READY, b"schema"))
+    channel = await connect(ours)
+    await asyncio.sleep(0.05)
+    reply = await asyncio.wait_for(channel.expect(), 5)
+    assert (reply.kind, reply.payload) == (framing.READY, b"schema")
+    theirs.close()
+    with pytest.raises(ProcessDied):
+        await asyncio.wait_for(channel.expect(), 5)
