@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -17,6 +18,16 @@ from .node import eventloop
 from .node.admin_client import ADMIN_COMMANDS, AdminApiError, AdminClient
 from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.errors import ApiError
+from .node.front import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    FILE_LIMIT_SHARE,
+    FrontSettings,
+    default_max_connections,
+    raise_open_file_limit,
+)
 from .node.interpreters import codeenv_python, data_dir_cache, env_users, run_cache
 from .node.jsonfile import DataDirError
 from .node.keys import AdminKeys
@@ -138,6 +149,40 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_MB,
         help=f"largest request body accepted, in MiB (default {DEFAULT_MAX_BODY_MB})",
     )
+    command.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        help=f"connections open at once; more wait to be accepted (default {DEFAULT_MAX_CONNECTIONS}, "
+        f"or {FILE_LIMIT_SHARE:.0%} of the open-file limit if that is less)",
+    )
+    for name, default, what in (
+        ("idle", DEFAULT_IDLE_TIMEOUT, "a kept-alive connection may wait for its next request"),
+        ("header", DEFAULT_HEADER_TIMEOUT, "a client may take to send a request's headers"),
+        ("body", DEFAULT_BODY_TIMEOUT, "a client may pause while sending a request's body"),
+    ):
+        command.add_argument(
+            f"--{name}-timeout",
+            type=_positive(float),
+            default=default,
+            metavar="SECONDS",
+            help=f"how long {what} (default {default:g})",
+        )
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _positive(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    """An argparse type: a number above zero."""
+
+    def parse(text: str) -> Number:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -214,13 +259,28 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_data_dir(
     store: DataDir, args: argparse.Namespace, announce: Callable[[int, ServiceManager], None], code_envs: CodeEnvCache
 ) -> None:
+    file_limit = raise_open_file_limit()
+    settings = FrontSettings(
+        max_body_bytes=int(args.max_body_mb * (1 << 20)),
+        max_connections=args.max_connections or default_max_connections(file_limit),
+        idle_timeout=args.idle_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+    )
+    if settings.max_connections > file_limit:
+        logging.getLogger("apinode.node").warning(
+            "--max-connections %d is over the open-file limit (%d): past it, the node stops accepting "
+            "for a moment at a time",
+            settings.max_connections,
+            file_limit,
+        )
     eventloop.run(
         serve(
             store,
             code_envs,
             args.host,
             args.port,
-            max_body_bytes=int(args.max_body_mb * (1 << 20)),
+            front_settings=settings,
             on_listening=announce,
         )
     )

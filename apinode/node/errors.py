@@ -51,12 +51,24 @@ class MethodNotAllowed(ApiError):
     headers = {"Allow": "POST"}
 
 
+class RequestTimeout(ApiError):
+    status, error_type = 408, "RequestTimeout"
+
+
 class Conflict(ApiError):
     status, error_type = 409, "Conflict"
 
 
 class BodyTooLarge(ApiError):
     status, error_type = 413, "BodyTooLarge"
+
+
+class UriTooLong(ApiError):
+    status, error_type = 414, "UriTooLong"
+
+
+class HeadersTooLarge(ApiError):
+    status, error_type = 431, "HeadersTooLarge"
 
 
 class EndpointUnavailable(ApiError):
