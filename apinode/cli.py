@@ -155,6 +155,12 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         help=f"connections open at once; more wait to be accepted (default {DEFAULT_MAX_CONNECTIONS}, "
         f"or {FILE_LIMIT_SHARE:.0%} of the open-file limit if that is less)",
     )
+    command.add_argument(
+        "--query-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log every request in <data dir>/logs/queries/<service>.log (default: on)",
+    )
     for name, default, what in (
         ("idle", DEFAULT_IDLE_TIMEOUT, "a kept-alive connection may wait for its next request"),
         ("header", DEFAULT_HEADER_TIMEOUT, "a client may take to send a request's headers"),
@@ -281,6 +287,7 @@ def _serve_data_dir(
             args.host,
             args.port,
             front_settings=settings,
+            query_log=args.query_log,
             on_listening=announce,
         )
     )

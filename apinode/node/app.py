@@ -62,6 +62,7 @@ async def serve(
     port: int,
     *,
     front_settings: FrontSettings,
+    query_log: bool = True,
     on_listening: Callable[[int, ServiceManager], None],
     drain_timeout: float = 30.0,
 ) -> None:
@@ -72,7 +73,7 @@ async def serve(
     the pools still run; then the pools drain what is left and stop.
     """
     with store.locked(), _stop_signals() as stop:
-        queries = QueryLog(store.query_logs)
+        queries = QueryLog(store.query_logs, enabled=query_log)
         services = ServiceManager(store, code_envs, on_delete=queries.forget)
         router = make_router(services, AdminKeys(store.admin_keys), queries, front_settings.max_body_bytes)
         front = Front(router, front_settings)
