@@ -16,6 +16,7 @@ import pytest
 from support import SERVICES, NodeProcess, eventually
 
 from apinode.node.front import ACCEPT_PAUSE
+from apinode.node.services import basic_auth_user
 
 SERVICE = str(SERVICES / "frontsvc")
 TIMEOUT = 2  # seconds: the node's idle, header and body timeouts in these tests
@@ -185,6 +186,12 @@ def test_expect_continue_is_honoured(node):
     "raw, status, error_type, fragment",
     [
         (
+            b"GET /admin/api/services HTTP/1.1\r\nHost: test\r\nAuthorization: Basic \xc3\xa9\xc3\xa9\r\n\r\n",
+            401,
+            "Unauthorized",
+            "admin key",
+        ),
+        (
             request(run("echo"), headers="Transfer-Encoding: chunked\r\n") + b"zz\r\nabc\r\n0\r\n\r\n",
             400,
             "BadRequest",
@@ -204,6 +211,7 @@ def test_expect_continue_is_honoured(node):
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32), 400, "BadRequest", "malformed HTTP request"),
     ],
     ids=[
+        "basic-not-ascii",
         "bad-chunk",
         "negative-length",
         "length-and-chunked",
@@ -222,8 +230,24 @@ def test_malformed_requests_get_a_json_error(node, raw, status, error_type, frag
         assert headers["Content-Type"] == "application/json"
         error = error_of(body)
         assert error["errorType"] == error_type and fragment in error["message"], error
-        assert headers["Connection"] == "close" and responses.closed()
+        if status != 401:
+            assert headers["Connection"] == "close" and responses.closed()
     assert "Traceback" not in node.output
+
+
+def test_basic_auth_that_is_not_ascii_is_no_key():
+    assert basic_auth_user("Basic éé") is None
+    assert basic_auth_user("Basic Zm9vOg==") == "foo"
+
+
+def test_a_huge_exception_message_is_cut_with_a_note(node):
+    with connect(node) as sock:
+        responses = Responses(sock)
+        sock.sendall(request(run("raises"), json.dumps({"message": "m" * 1_000_000}).encode()))
+        status, _, body = responses.next()
+    assert status == 500 and len(body) < 40_000
+    error = error_of(body)
+    assert error["errorType"] == "FunctionError" and "message cut" in error["detailedMessage"]
 
 
 def test_a_body_over_the_limit_is_413_and_the_node_serves_on(node):
