@@ -1,4 +1,4 @@
-"""The baseline for bench_node.py: one Tornado process that parses the same JSON, calls the same
+"""A baseline of the benchmarks: one Tornado process that parses the same JSON, calls the same
 function in-process and answers the same shape. Prints its URL, then serves until killed."""
 
 import argparse
@@ -7,16 +7,15 @@ import json
 import time
 
 import tornado.web
+from functions import identity, predict
 
-
-def identity(**data):
-    return data
+FUNCTIONS = {"identity": identity, "predict": predict}
 
 
 class RunHandler(tornado.web.RequestHandler):
     def post(self, service_id: str, endpoint_id: str) -> None:
         started = time.perf_counter()
-        result = identity(**json.loads(self.request.body))
+        result = FUNCTIONS[endpoint_id](**json.loads(self.request.body))
         execution = (time.perf_counter() - started) * 1000
         self.set_header("Content-Type", "application/json")
         self.finish(
