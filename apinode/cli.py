@@ -153,13 +153,13 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         "--max-connections",
         type=_positive(int),
         help=f"connections open at once; more wait to be accepted (default {DEFAULT_MAX_CONNECTIONS}, "
-        f"or {FILE_LIMIT_SHARE:.0%} of the open-file limit if that is less)",
+        f"or {FILE_LIMIT_SHARE * 100:.0f}%% of the open-file limit if that is less)",
     )
     command.add_argument(
         "--query-log",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="log every request in <data dir>/logs/queries/<service>.log (default: on)",
+        help="log every request in <data dir>/logs/queries/<service>.log (the default)",
     )
     for name, default, what in (
         ("idle", DEFAULT_IDLE_TIMEOUT, "a kept-alive connection may wait for its next request"),

@@ -8,14 +8,15 @@ import concurrent.futures
 import http.client
 import json
 import socket
+import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
 
 import pytest
-from support import SERVICES, NodeProcess, eventually
+from support import SERVICES, NodeProcess, apinode, eventually
 
-from apinode.node.front import ACCEPT_PAUSE
+from apinode.node.front import ACCEPT_PAUSE, default_max_connections
 from apinode.node.services import basic_auth_user
 
 SERVICE = str(SERVICES / "frontsvc")
@@ -139,6 +140,22 @@ def test_chunked_bodies_pipelined(node):
         assert [json.loads(responses.next()[2])["response"] for _ in range(2)] == [{"n": 1}, {"n": 2}]
 
 
+def test_an_http_1_0_client_keeps_its_connection_when_it_asks(node):
+    with connect(node) as sock:
+        responses = Responses(sock)
+        for number in range(2):
+            body = json.dumps({"n": number}).encode()
+            sock.sendall(
+                f"POST {run('echo')} HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            status, headers, answer = responses.next()
+            assert status == 200 and headers["Connection"] == "keep-alive"
+            assert json.loads(answer)["response"] == {"n": number}
+        sock.sendall(f"POST {run('echo')} HTTP/1.0\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+        assert responses.next()[0] == 200 and responses.closed()
+
+
 def test_keep_alive_under_concurrency(node):
     host, port = address(node)
 
@@ -159,6 +176,22 @@ def test_keep_alive_under_concurrency(node):
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         assert all(answers == list(range(30)) for answers in pool.map(client, range(16)))
+
+
+def test_an_upgrade_request_is_answered_in_http_1_1_then_closed(node):
+    with connect(node) as sock:
+        responses = Responses(sock)
+        sock.sendall(
+            request(
+                "/isAlive",
+                method="GET",
+                headers="Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+            )
+            + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        )
+        status, headers, body = responses.next()
+        assert status == 200 and json.loads(body) == {"alive": True}
+        assert headers["Connection"] == "close" and responses.closed()
 
 
 def test_head_is_answered_with_headers_only(node):
@@ -326,6 +359,25 @@ def test_an_idle_flood_is_closed_and_the_node_serves_on(node):
             sock.close()
 
 
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_the_connection_settings_are_documented_in_help(command):
+    text = apinode(command, "--help").stdout
+    for option in ("--max-connections", "--idle-timeout", "--header-timeout", "--body-timeout", "--no-query-log"):
+        assert option in text
+    assert "75% of the open-file limit" in text
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit():
+    code = (
+        "import resource; from apinode.node.front import raise_open_file_limit; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024)); "
+        "print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.split() == ["1024", "1024"]
+    assert default_max_connections(1024) == 768 and default_max_connections(1 << 20) == 10_000
+
+
 FILE_LIMIT = 96
 
 
@@ -370,12 +422,17 @@ def test_sigterm_drains_kept_alive_connections(tmp_path):
         busy = connect(node)
         busy_responses = Responses(busy)
         started = tmp_path / "started"
-        busy.sendall(request(run("slow"), json.dumps({"delay": 1.0, "started": str(started)}).encode()))
+        busy.sendall(
+            request(run("slow"), json.dumps({"delay": 1.0, "started": str(started)}).encode())
+            + request(run("echo"), b'{"pipelined": true}')
+        )
         eventually(started.exists)
         node.process.terminate()
         assert wait_closed(idle_responses, 5) < 2  # the idle connection is closed at once, unanswered
         status, headers, body = busy_responses.next()  # the request in flight is answered whole
-        assert status == 200 and json.loads(body)["response"] == 1.0
+        assert status == 200 and json.loads(body)["response"] == 1.0 and "Connection" not in headers
+        status, headers, body = busy_responses.next()  # and the one read behind it, the last
+        assert status == 200 and json.loads(body)["response"] == {"pipelined": True}
         assert headers["Connection"] == "close" and busy_responses.closed()
         assert node.process.wait(30) == 0
     finally:

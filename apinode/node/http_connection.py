@@ -8,8 +8,9 @@ headers are in, the front's router turns it into an `Exchange` (the run URL's `R
 Keep-alive and pipelining: requests on one connection are answered one after another, in the
 order they came. A request read while another is being answered is held back with its body
 (reading pauses meanwhile) and started when its turn comes. An answer given before its request
-was read whole (405, 413) says `Connection: close`; the rest of that body is read and dropped
-(up to the body limit), then the connection closes.
+was read whole (413) says `Connection: close`; the rest of that body is read and dropped (up
+to the body limit), then the connection closes. While the node drains, the requests already
+read are answered and the last answer says `Connection: close`.
 
 Malformed requests are answered with the node's JSON error (400 naming what llhttp found
 wrong, 414 for an overlong URL, 431 for overlong headers) and the connection is closed.
@@ -49,6 +50,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON_HEAD = (
     b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %b\r\nServer: apinode\r\n"
 )
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -261,8 +264,7 @@ class HttpConnection(asyncio.Protocol):
         return (
             not self._request_read
             or self._closing
-            or self.front.draining
-            or (self._last and not self._ahead)
+            or ((self.front.draining or self._last) and not self._ahead)
             or self._head is None
             or not self._head.keep_alive
             or self._exchange is not exchange
@@ -290,7 +292,9 @@ class HttpConnection(asyncio.Protocol):
         if self._exchange is not exchange or self._closing or self.transport is None:
             return False
         close = self.closes_after(exchange)
-        self.transport.write(self._json_head(status, len(body), headers, close) + (b"" if head_only else body))
+        # an HTTP/1.0 client keeps the connection only if told so
+        connection = _CLOSE if close else _KEEP_ALIVE if self._head and self._head.version == "HTTP/1.0" else b""
+        self.transport.write(self._json_head(status, len(body), headers, connection) + (b"" if head_only else body))
         self.finished(exchange, close)
         return True
 
@@ -303,7 +307,7 @@ class HttpConnection(asyncio.Protocol):
             return  # the rest of the body is dropped; on_message_complete closes
         self._exchange = self._head = None
         self._answered = False
-        if close or self._closing or self.front.draining:
+        if close or self._closing or (self.front.draining and not self._ahead):
             self._close()
         else:
             self._next()
@@ -390,14 +394,14 @@ class HttpConnection(asyncio.Protocol):
         log.info("refused a request from %s: %s", self.remote_ip, refusal.message)
         if self.transport is not None and not self._closing:
             body = refusal.body()
-            self.transport.write(self._json_head(refusal.status, len(body), refusal.headers, True) + body)
+            self.transport.write(self._json_head(refusal.status, len(body), refusal.headers, _CLOSE) + body)
         self._close()
 
-    def _json_head(self, status: int, length: int, headers: dict[str, str] | None, close: bool) -> bytes:
+    def _json_head(self, status: int, length: int, headers: dict[str, str] | None, connection: bytes) -> bytes:
         head = _JSON_HEAD % (status, _REASONS.get(status, b""), length, self.front.date)
         if headers:
             head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
-        return head + b"Connection: close\r\n\r\n" if close else head + b"\r\n"
+        return head + connection + b"\r\n"
 
     def _close(self) -> None:
         if not self._closing and self.transport is not None:
