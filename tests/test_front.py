@@ -127,6 +127,18 @@ def test_pipelined_requests_are_answered_in_order(node):
         assert json.loads(responses.next()[2])["response"] == {"n": 3}
 
 
+def test_a_client_that_half_closes_after_its_requests_gets_its_answers(node):
+    with connect(node) as sock:
+        responses = Responses(sock)
+        sock.sendall(request(run("slow"), b'{"delay": 0.2}') + request(run("echo"), b'{"n": 1}'))
+        sock.shutdown(socket.SHUT_WR)
+        assert json.loads(responses.next()[2])["response"] == 0.2
+        status, headers, body = responses.next()
+        assert status == 200
+        assert json.loads(body)["response"] == {"n": 1} and headers["Connection"] == "close"
+        assert responses.closed()
+
+
 def test_chunked_bodies_pipelined(node):
     chunked = "Transfer-Encoding: chunked\r\n"
     with connect(node) as sock:

@@ -155,6 +155,15 @@ class HttpConnection(asyncio.Protocol):
             reason = str(error).rstrip(".") or "it cannot be parsed"
             self._refuse(BadRequest(f"malformed HTTP request: {reason}"))
 
+    def eof_received(self) -> bool:
+        """The client sent all it will send (`printf ... | nc`): answer what it asked, then close."""
+        self._last = True
+        if self._exchange is None:
+            return False  # the transport closes
+        if self._in_message:  # the end of the request never came: it will not be answered
+            self._abort()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self.deadline = None
