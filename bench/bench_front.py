@@ -6,9 +6,10 @@ uvicorn with 1 and with 2 worker processes, and a bare Tornado app. Load: wrk wi
 connections (bench_node.wrk), at concurrency 1 and 16, the servers taking turns for each cell.
 Reported: requests/s, p50 and p99 latency, and the CPU per request of the processes that speak
 HTTP (apinode: the node process, without its pipelines; uvicorn with workers: the workers).
-Targets (issue 14): apinode >= 1.0x FastAPI+uvicorn 1 worker at c=16; p99 at c=1 <= 1.0 ms;
-node CPU per request <= 0.15 ms; p99 at c=1 within 0.3 ms of the same node with its query log
-off. With --profile, a py-spy profile of the node under load (c=16, identity) is summarized.
+Each figure is the median of --rounds rounds. Targets (issue 14): apinode >= 1.0x
+FastAPI+uvicorn 1 worker at c=16; p99 at c=1 <= 1.0 ms; node CPU per request <= 0.15 ms; p99 at
+c=1 within 0.3 ms of the same node with its query log off. With --profile, a py-spy profile of
+the node under load (c=16, identity) is summarized.
 
     pip install -e '.[bench]'; python bench/bench_front.py [--seconds 5] [--profile]
 """
@@ -21,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -164,9 +166,15 @@ def _module(frame: str) -> str:
     return "apinode/" + where.partition(":")[0].rpartition("apinode/")[2]
 
 
+def median_row(measured: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """Each figure's median over the rounds."""
+    return tuple(statistics.median(figures) for figures in zip(*measured))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every cell; each figure is the median")
     parser.add_argument("--profile", action="store_true", help="also profile the node with py-spy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
@@ -174,17 +182,23 @@ def main() -> None:
         try:
             for server in servers:
                 server.wait_ready()
-            rows = {}
-            for function in FUNCTIONS:
-                for connections in (1, 16):
-                    for server in servers:  # the servers take turns, so that a noisy moment hits all alike
-                        rows[server.name, function, connections] = server.measure(function, connections, args.seconds)
+            samples = collections.defaultdict(list)
+            for _ in range(args.rounds):
+                for function in FUNCTIONS:
+                    for connections in (1, 16):
+                        for server in servers:  # the servers take turns, so that a noisy moment hits all alike
+                            measured = server.measure(function, connections, args.seconds)
+                            samples[server.name, function, connections].append(measured)
+            rows = {cell: median_row(measured) for cell, measured in samples.items()}
             summary = profile(servers[0], args.seconds) if args.profile else None
         finally:
             for server in servers:
                 server.process.stop()
 
-    print(f"load: wrk, keep-alive, {args.seconds:g} s per cell; 2 pipelines per endpoint for apinode")
+    print(
+        f"load: wrk, keep-alive, {args.seconds:g} s per cell, medians of {args.rounds} round(s); "
+        "2 pipelines per endpoint for apinode"
+    )
     print(f"{'server':<27} {'function':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10}")
     for (name, function, connections), (rate, p50, p99, cpu) in rows.items():
         print(f"{name:<27} {function:<9} {connections:>4} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.3f}")
