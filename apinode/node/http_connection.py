@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import httptools
 
 from .errors import ApiError, BadRequest, HeadersTooLarge, RequestTimeout, UriTooLong
+from .handlers import INTERNAL_ERROR
 
 if TYPE_CHECKING:
     from .front import Front
@@ -148,21 +149,19 @@ class HttpConnection(asyncio.Protocol):
                 self._close()
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
-            if not isinstance(cause, _Refused):
-                raise
-            self._refuse(cause.refusal)
+            if isinstance(cause, _Refused):
+                self._refuse(cause.refusal)
+            else:  # a bug in the node: the client gets the usual 500, the log the traceback
+                log.error("failed to handle a request from %s", self.remote_ip, exc_info=cause)
+                self._refuse(INTERNAL_ERROR)
         except httptools.HttpParserError as error:
             reason = str(error).rstrip(".") or "it cannot be parsed"
             self._refuse(BadRequest(f"malformed HTTP request: {reason}"))
 
     def eof_received(self) -> bool:
         """The client sent all it will send (`printf ... | nc`): answer what it asked, then close."""
-        self._last = True
-        if self._exchange is None:
-            return False  # the transport closes
-        if self._in_message:  # the end of the request never came: it will not be answered
-            self._abort()
-        return True
+        self._last = True  # a request left halfway is answered 408 at its timeout
+        return self._exchange is not None  # False: the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
