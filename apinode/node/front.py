@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 
 from .errors import BodyTooLarge
-from .handlers import body_too_large
+from .handlers import BODY_LIMIT_OPTION, body_too_large
 from .http_connection import HttpConnection, Router
 
 log = logging.getLogger("apinode.http")
@@ -56,7 +56,6 @@ class FrontSettings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
-    body_limit_hint: str = "--max-body-mb"  # how an operator raises max_body_bytes
 
 
 class Front:
@@ -84,7 +83,7 @@ class Front:
         self._accept_again()
 
     def body_too_large(self, max_bytes: int) -> BodyTooLarge:
-        return body_too_large(f"over {max_bytes}", max_bytes, self.settings.body_limit_hint)
+        return body_too_large(None, max_bytes, BODY_LIMIT_OPTION)
 
     def forget(self, connection: HttpConnection) -> None:
         """A connection closed."""

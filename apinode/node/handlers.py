@@ -57,6 +57,7 @@ class JsonHandler(tornado.web.RequestHandler):
         super().send_error(exc.status if isinstance(exc, ApiError) else status_code, **kwargs)
 
 
+BODY_LIMIT_OPTION = "--max-body-mb"  # how an operator raises the node's body limit
 INTERNAL_ERROR = ApiError("the node failed to handle the request; see its log")
 
 
@@ -74,10 +75,10 @@ def refuse_declared_body(declared: str | None, max_bytes: int, how_to_raise: str
         raise body_too_large(declared, max_bytes, how_to_raise)
 
 
-def body_too_large(size: int | str, max_bytes: int, how_to_raise: str) -> BodyTooLarge:
-    return BodyTooLarge(
-        f"the request body is {size} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})"
-    )
+def body_too_large(size: int | str | None, max_bytes: int, how_to_raise: str) -> BodyTooLarge:
+    """413; `size` is the declared size, None for a body found too large as it came in."""
+    what = "the request body is" if size is None else f"the request body is {size} bytes,"
+    return BodyTooLarge(f"{what} over this node's limit of {max_bytes} bytes ({how_to_raise})")
 
 
 class NotFoundHandler(JsonHandler):

@@ -28,14 +28,13 @@ from urllib.parse import unquote
 import tornado.web
 
 from .errors import ApiError, MethodNotAllowed
-from .handlers import INTERNAL_ERROR, refuse_declared_body
+from .handlers import BODY_LIMIT_OPTION, INTERNAL_ERROR, refuse_declared_body
 from .http_connection import Exchange, HttpConnection, RequestHead
 from .querylog import QueryLog
 from .service_manager import ServiceManager
 from .tornado_exchange import SLASHES, TornadoExchange
 
 RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
-BODY_LIMIT_OPTION = "--max-body-mb"
 log = logging.getLogger("apinode.http")
 access_log = logging.getLogger("tornado.access")
 
