@@ -9,7 +9,7 @@ Keep-alive and pipelining: requests on one connection are answered one after ano
 order they came. A request read while another is being answered is held back with its body
 (reading pauses meanwhile) and started when its turn comes. An answer given before its request
 was read whole (413) says `Connection: close`; the rest of that body is read and dropped (up
-to the body limit), then the connection closes. While the node drains, the requests already
+to LINGER_BYTES more), then the connection closes. While the node drains, the requests already
 read are answered and the last answer says `Connection: close`.
 
 Malformed requests are answered with the node's JSON error (400 naming what llhttp found
@@ -46,6 +46,10 @@ MAX_URL_BYTES = 8192
 """Longest request target accepted (Apache's LimitRequestLine is 8190; browsers send far less)."""
 MAX_HEADER_BYTES = 65536
 """Largest header block accepted (tornado's default `max_header_size`)."""
+
+LINGER_BYTES = 16 << 20
+"""How much more of a body answered early (413, 401 to an upload) is read and dropped, so that
+a client still sending reads its answer rather than a reset; past it the connection is reset."""
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON_HEAD = (
@@ -311,8 +315,10 @@ class HttpConnection(asyncio.Protocol):
         if self._exchange is not exchange:
             return
         self._answered = True
-        if not self._request_read:
-            return  # the rest of the body is dropped; on_message_complete closes
+        if not self._request_read:  # the rest of the body is dropped; on_message_complete closes
+            self._body_limit = max(self._body_limit, self._body_bytes + LINGER_BYTES)
+            self.release(exchange)
+            return
         self._exchange = self._head = None
         self._answered = False
         if close or self._closing or (self.front.draining and not self._ahead):

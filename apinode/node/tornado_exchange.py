@@ -122,7 +122,9 @@ class TornadoExchange(tornado.httputil.HTTPConnection):
             and not 100 <= code < 200
             and "Content-Length" not in headers
         )
-        self._close = self.connection.closes_after(self)
+        # a body neither chunked nor of a declared length ends where the connection does
+        delimited = self._chunking or "Content-Length" in headers or self.head.method == "HEAD" or code in (204, 304)
+        self._close = self.connection.closes_after(self) or not delimited
         if version == "HTTP/1.1" and self._close:
             headers["Connection"] = "close"
         elif version == "HTTP/1.0" and self.head.keep_alive and not self._close:
