@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -22,6 +22,16 @@ from .node import eventloop
 from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.endpoint import Endpoint
 from .node.errors import ApiError
+from .node.front import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    FILE_LIMIT_SHARE,
+    FrontSettings,
+    default_max_connections,
+    raise_open_file_limit,
+)
 from .node.interpreters import codeenv_python, data_dir_cache, env_users, run_cache
 from .node.jsonfile import DataDirError
 from .node.keys import AdminKeys
@@ -178,6 +188,46 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help='once listening, write {"url": ..., "pid": ...} to PATH (atomically), for programs that start the node',
     )
+    command.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        help=f"connections open at once; more wait to be accepted (default {DEFAULT_MAX_CONNECTIONS}, "
+        f"or {FILE_LIMIT_SHARE * 100:.0f}%% of the open-file limit if that is less)",
+    )
+    command.add_argument(
+        "--query-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log every request in <data dir>/logs/queries/<service>.log (the default)",
+    )
+    for name, default, what in (
+        ("idle", DEFAULT_IDLE_TIMEOUT, "a kept-alive connection may wait for its next request"),
+        ("header", DEFAULT_HEADER_TIMEOUT, "a client may take to send a request's headers"),
+        ("body", DEFAULT_BODY_TIMEOUT, "a client may pause while sending a request's body"),
+    ):
+        command.add_argument(
+            f"--{name}-timeout",
+            type=_positive(float),
+            default=default,
+            metavar="SECONDS",
+            help=f"how long {what} (default {default:g})",
+        )
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _positive(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    """An argparse type: a number above zero."""
+
+    def parse(text: str) -> Number:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -306,6 +356,21 @@ def _serve_data_dir(
 
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)  # a stale one would say a stopped node is ready
+    file_limit = raise_open_file_limit()
+    settings = FrontSettings(
+        max_body_bytes=int(args.max_body_mb * (1 << 20)),
+        max_connections=args.max_connections or default_max_connections(file_limit),
+        idle_timeout=args.idle_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+    )
+    if settings.max_connections > file_limit:
+        logging.getLogger("apinode.node").warning(
+            "--max-connections %d is over the open-file limit (%d): past it, the node stops accepting "
+            "for a moment at a time",
+            settings.max_connections,
+            file_limit,
+        )
     try:
         eventloop.run(
             serve(
@@ -313,7 +378,8 @@ def _serve_data_dir(
                 code_envs,
                 args.host,
                 args.port,
-                max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                front_settings=settings,
+                query_log=args.query_log,
                 on_listening=listening,
             )
         )

@@ -9,18 +9,17 @@ import time
 from pathlib import Path
 
 import tornado.web
+from functions import identity, predict
 
 from apinode.localnode import READY_FILE_OPTION, write_ready_file
 
-
-def identity(**data):
-    return data
+FUNCTIONS = {"identity": identity, "predict": predict}
 
 
 class RunHandler(tornado.web.RequestHandler):
     def post(self, service_id: str, endpoint_id: str) -> None:
         started = time.perf_counter()
-        result = identity(**json.loads(self.request.body))
+        result = FUNCTIONS[endpoint_id](**json.loads(self.request.body))
         execution = (time.perf_counter() - started) * 1000
         self.set_header("Content-Type", "application/json")
         self.finish(

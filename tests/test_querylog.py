@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 
 from apinode.node.querylog import QueryLog
@@ -44,3 +45,15 @@ def test_files_rotate_by_size(tmp_path):
         write(QueryLog(tmp_path, max_bytes=1000, backups=2), [("svc", "score", "g1", 200, 1.0, None)] * 10)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["svc.log", "svc.log.1", "svc.log.2"]
     assert all(len(path.read_text().splitlines()) == 10 for path in tmp_path.iterdir())
+
+
+def test_times_are_iso_8601_in_utc_to_the_millisecond(tmp_path):
+    log = QueryLog(tmp_path)
+    for at in (1_700_000_000.0, 1_700_000_000.9996, 1_700_000_001.0421, 1_700_000_000.5, 86_399.999):
+        expected = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="milliseconds")
+        assert log._timestamp(at) == expected
+
+
+def test_a_disabled_log_writes_nothing(tmp_path):
+    write(QueryLog(tmp_path, enabled=False), [("svc", "score", "g1", 200, 1.0, b"{}")])
+    assert list(tmp_path.iterdir()) == []

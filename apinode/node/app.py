@@ -13,13 +13,13 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 
-import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
 from ..packaging.codeenvs import CodeEnvCache
 from .admin_check import check_route
 from .admin_handlers import admin_routes
+from .front import Front, FrontSettings
 from .handlers import IsAliveHandler, NotFoundHandler, OtherEndpointKindHandler, PrometheusHandler
 from .keys import AdminKeys
 from .metrics import PrometheusMetrics
@@ -64,37 +64,41 @@ async def serve(
     host: str,
     port: int,
     *,
-    max_body_bytes: int,
+    front_settings: FrontSettings,
+    query_log: bool = True,
     on_listening: Callable[[int, ServiceManager], None],
     drain_timeout: float = 30.0,
 ) -> None:
     """Serve the data directory until SIGTERM or SIGINT, then drain and stop.
 
     `on_listening(port, services)` once the services are loaded and the port is bound.
+    Draining: the front stops accepting and answers what it has with `Connection: close` while
+    the pools still run; then the pools drain what is left and stop.
     """
     with store.locked(), _stop_signals() as stop:
-        query_log = QueryLog(store.query_logs)
-        services = ServiceManager(store, code_envs, on_delete=query_log.forget)
+        queries = QueryLog(store.query_logs, enabled=query_log)
+        services = ServiceManager(store, code_envs, on_delete=queries.forget)
         keys = AdminKeys(store.admin_keys)
-        server = tornado.httpserver.HTTPServer(
-            make_router(services, keys, query_log, max_body_bytes), max_body_size=max_body_bytes
-        )
+        router = make_router(services, keys, queries, front_settings.max_body_bytes)
+        front = Front(router, front_settings)
+        loop = asyncio.get_running_loop()
         try:
-            query_log.start()
+            queries.start()
             await services.restore()
             keys_problem = keys.problem()
             if keys_problem is not None:
                 log.error("the admin API refuses every call until the key file is repaired: %s", keys_problem)
             sockets = tornado.netutil.bind_sockets(port, host)
-            server.add_sockets(sockets)
+            front.serve(sockets)
             on_listening(sockets[0].getsockname()[1], services)
             await stop.wait()
             log.info("stopping: draining requests in flight")
         finally:
-            server.stop()
-            await services.close(drain_timeout)  # after a failure too: no pipeline outlives the node
-            await server.close_all_connections()
-            query_log.close()
+            deadline = loop.time() + drain_timeout
+            await front.drain(drain_timeout)
+            await services.close(max(0.0, deadline - loop.time()))  # after a failure too: no pipeline outlives the node
+            front.close()
+            queries.close()
     log.info("stopped")
 
 

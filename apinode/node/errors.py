@@ -51,6 +51,10 @@ class MethodNotAllowed(ApiError):
     headers = {"Allow": "POST"}
 
 
+class RequestTimeout(ApiError):
+    status, error_type = 408, "RequestTimeout"
+
+
 class Conflict(ApiError):
     status, error_type = 409, "Conflict"
 
@@ -64,6 +68,14 @@ class AdminUnavailable(ApiError):
     the file (the node serves its services meanwhile)."""
 
     status, error_type = 503, "AdminUnavailable"
+
+
+class UriTooLong(ApiError):
+    status, error_type = 414, "UriTooLong"
+
+
+class HeadersTooLarge(ApiError):
+    status, error_type = 431, "HeadersTooLarge"
 
 
 class EndpointUnavailable(ApiError):

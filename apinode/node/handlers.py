@@ -13,7 +13,6 @@ import orjson
 import tornado.httputil
 import tornado.web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from tornado.http1connection import HTTP1Connection
 
 from ..runtime.errors import error_body
 from .errors import ApiError, BodyTooLarge, NotFound
@@ -60,27 +59,28 @@ class JsonHandler(tornado.web.RequestHandler):
         super().send_error(exc.status if isinstance(exc, ApiError) else status_code, **kwargs)
 
 
+BODY_LIMIT_OPTION = "--max-body-mb"  # how an operator raises the node's body limit
 INTERNAL_ERROR = ApiError("the node failed to handle the request; see its log")
 
 
-def limit_body(
-    request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_to_raise: str, connection_limit: int | None = None
-) -> None:
-    """Accept a streamed body up to `max_bytes`; refuse a larger declared one at once (413).
+def limit_body(request: tornado.httputil.HTTPServerRequest, max_bytes: int, how_to_raise: str) -> None:
+    """Accept a streamed body up to `max_bytes`; refuse a larger declared one at once (413)."""
+    refuse_declared_body(request.headers.get("Content-Length"), max_bytes, how_to_raise)
+    connection = request.connection
+    assert connection is not None and hasattr(connection, "set_max_body_size")
+    connection.set_max_body_size(max_bytes)
 
-    The connection reads at most `connection_limit` (default `max_bytes`); a handler counting a
-    chunked body itself gives more, so that it sees the overflow and answers 413 first."""
-    declared = request.headers.get("Content-Length")
+
+def refuse_declared_body(declared: str | None, max_bytes: int, how_to_raise: str) -> None:
+    """BodyTooLarge (413) when the declared Content-Length is over `max_bytes`."""
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise body_too_large(declared, max_bytes, how_to_raise)
-    assert isinstance(request.connection, HTTP1Connection)
-    request.connection.set_max_body_size(connection_limit or max_bytes)
 
 
-def body_too_large(size: int | str, max_bytes: int, how_to_raise: str) -> BodyTooLarge:
-    return BodyTooLarge(
-        f"the request body is {size} bytes, over this node's limit of {max_bytes} bytes ({how_to_raise})"
-    )
+def body_too_large(size: int | str | None, max_bytes: int, how_to_raise: str) -> BodyTooLarge:
+    """413; `size` is the declared size, None for a body found too large as it came in."""
+    what = "the request body is" if size is None else f"the request body is {size} bytes,"
+    return BodyTooLarge(f"{what} over this node's limit of {max_bytes} bytes ({how_to_raise})")
 
 
 class NotFoundHandler(JsonHandler):

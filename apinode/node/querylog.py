@@ -4,12 +4,14 @@ A line holds the time, endpoint, generation, HTTP status and total time in milli
 the request's parameters when the service opts in (`"logQueryParameters": true` in its
 service.json). Files rotate by size (`<service>.log.1`, `.2`, ...).
 
-Concurrency: `record` runs on the event loop and only appends a tuple to a list. Every
-`flush_interval` the loop hands that list, whole, to one writer thread, which builds the lines
-(parsing bodies for the parameters there, not on the loop) and appends them, one write per
-service per batch. So the loop never waits for the disk, and the thread wakes a few times a
-second however busy the node is (a wake-up per request would cost the loop a quarter of its
-throughput, in contention for the GIL). `close` writes everything out and stops the thread.
+Concurrency: `record` runs on the event loop and formats the line there, once (about a
+microsecond: orjson, and a timestamp whose seconds are formatted once a second). Every
+`flush_interval` the loop hands the lines, whole, to one writer thread, which joins them and
+appends them, one write per service per batch. So the loop never waits for the disk, and the
+thread, which wakes a few times a second however busy the node is, holds the GIL only to join
+and write bytes (tens of microseconds per batch; formatting a batch there held it for over a
+millisecond, which a request arriving then waited out). `close` writes everything out and
+stops the thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import datetime
 import glob
 import logging
 import logging.handlers
+import math
 import queue
 import threading
 import time
@@ -27,19 +30,28 @@ from typing import Any
 import orjson
 import tornado.ioloop
 
-_Entry = tuple[float, str, str, "str | None", int, float, "bytes | None"]
+_Line = tuple[str, bytes]  # (service, line)
 
 
 class QueryLog:
     def __init__(
-        self, directory: Path, max_bytes: int = 20 << 20, backups: int = 5, flush_interval: float = 0.2
+        self,
+        directory: Path,
+        max_bytes: int = 20 << 20,
+        backups: int = 5,
+        flush_interval: float = 0.2,
+        enabled: bool = True,
     ) -> None:
+        """A disabled log (`apinode serve --no-query-log`) records nothing."""
         self.directory = directory
+        self.enabled = enabled
         self._max_bytes = max_bytes
         self._backups = backups
-        self._pending: list[_Entry] = []
-        # batches of entries to write, a service id whose log to delete, or None to stop
-        self._batches: queue.SimpleQueue[list[_Entry] | str | None] = queue.SimpleQueue()
+        self._pending: list[_Line] = []
+        # batches of lines to write, a service id whose log to delete, or None to stop
+        self._batches: queue.SimpleQueue[list[_Line] | str | None] = queue.SimpleQueue()
+        self._second = -1  # the second `_seconds` formats
+        self._seconds = ""
         self._files: dict[str, logging.handlers.RotatingFileHandler] = {}
         self._flusher = tornado.ioloop.PeriodicCallback(self._flush, flush_interval * 1000)
         self._writer = threading.Thread(target=self._write_until_closed, name="apinode-query-log", daemon=True)
@@ -59,7 +71,19 @@ class QueryLog:
         parameters: bytes | None,
     ) -> None:
         """Log one request; `parameters` is its body, when the service logs parameters."""
-        self._pending.append((time.time(), service, endpoint, generation, status, total_ms, parameters))
+        if not self.enabled:
+            return
+        line: dict[str, Any] = {
+            "time": self._timestamp(time.time()),
+            "service": service,
+            "endpoint": endpoint,
+            "generation": generation,
+            "status": status,
+            "timing": {"total": round(total_ms, 3)},
+        }
+        if parameters is not None:
+            line["parameters"] = _parameters(parameters)
+        self._pending.append((service, orjson.dumps(line)))
 
     def forget(self, service: str) -> None:
         """Delete a deleted service's log (after writing what it had pending), on the writer thread."""
@@ -84,12 +108,22 @@ class QueryLog:
                 self._delete(batch)
                 continue
             lines: dict[str, list[bytes]] = {}
-            for entry in batch:
-                lines.setdefault(entry[1], []).append(_line(entry))
+            for service, line in batch:
+                lines.setdefault(service, []).append(line)
             for service, service_lines in lines.items():
                 self._file(service).handle(logging.makeLogRecord({"msg": b"\n".join(service_lines).decode()}))
         for handler in self._files.values():
             handler.close()
+
+    def _timestamp(self, at: float) -> str:
+        """ISO 8601 in UTC to the millisecond, as `datetime.isoformat(timespec="milliseconds")`."""
+        fraction, whole = math.modf(at)
+        microseconds = round(fraction * 1_000_000)  # rounded as datetime.fromtimestamp rounds
+        second = int(whole) + microseconds // 1_000_000
+        if second != self._second:
+            self._second = second
+            self._seconds = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._seconds}.{microseconds % 1_000_000 // 1000:03d}+00:00"
 
     def _delete(self, service: str) -> None:
         handler = self._files.pop(service, None)
@@ -107,21 +141,6 @@ class QueryLog:
             )
             self._files[service] = handler
         return handler
-
-
-def _line(entry: _Entry) -> bytes:
-    at, service, endpoint, generation, status, total_ms, parameters = entry
-    line: dict[str, Any] = {
-        "time": datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="milliseconds"),
-        "service": service,
-        "endpoint": endpoint,
-        "generation": generation,
-        "status": status,
-        "timing": {"total": round(total_ms, 3)},
-    }
-    if parameters is not None:
-        line["parameters"] = _parameters(parameters)
-    return orjson.dumps(line)
 
 
 def _parameters(body: bytes) -> Any:

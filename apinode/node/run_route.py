@@ -1,17 +1,19 @@
 """The run URL, `POST /public/api/v1/<service>/<endpoint>/run`: the node's hot path.
 
-The node's throughput is its event loop's CPU, and a tornado RequestHandler costs about a third
-of a bare Tornado app's CPU per request (building the handler and its default headers, the
-_execute coroutine, flush and finish bookkeeping). So this one URL talks to the HTTP connection
-directly, as an `HTTPMessageDelegate`: it collects the body as it streams in, hands it to the
-endpoint unparsed, and writes back a status, a few headers and the endpoint's bytes. Every other
-URL goes on to the tornado Application behind the same router, with its handlers.
+The node's throughput is its event loop's CPU, and tornado's HTTP/1 connection and
+RequestHandler cost far more per request than the work of this URL (parsing in Python, a
+timer per request, building a handler and its headers). So the run URL is served by the front's
+own connection (http_connection.py, a C parser) as a `RunCall`: it collects the body as it
+streams in, hands it to the endpoint unparsed, and writes back a status, a few headers and the
+endpoint's bytes in one write. Every other URL goes to the tornado Application, through a
+`TornadoExchange`, with its handlers.
 
 Errors have the shape of every other error (`ApiError.body`), and a request that is answered
 counts in its endpoint's metrics and its service's query log.
 
-Concurrency: one `RunCall` per request, on the event loop; tornado calls `headers_received`,
-`data_received` and `finish` in order, and `finish` starts the call as a task. A client that
+Concurrency: one `RunCall` per request, on the event loop; the connection calls `body` and
+`complete` in order, and `complete` starts the call as a task. A refusal that needs no body
+(405) waits for the request's end, so that the connection can stay open. A client that
 goes away does not cancel its request: the pipeline finishes it and the answer is dropped.
 """
 
@@ -21,30 +23,24 @@ import asyncio
 import logging
 import re
 import time
-from http import HTTPStatus
 from urllib.parse import unquote
 
-import tornado.httputil
-import tornado.iostream
-import tornado.routing
 import tornado.web
-from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine, ResponseStartLine
 
 from .errors import ApiError, MethodNotAllowed
-from .handlers import INTERNAL_ERROR, body_too_large, limit_body
+from .handlers import BODY_LIMIT_OPTION, INTERNAL_ERROR, refuse_declared_body
+from .http_connection import Exchange, HttpConnection, RequestHead
 from .querylog import QueryLog
 from .service_manager import ServiceManager
+from .tornado_exchange import SLASHES, TornadoExchange
 
 RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
-SLASHES = re.compile(r"//+")
-BODY_LIMIT_OPTION = "--max-body-mb"
 log = logging.getLogger("apinode.http")
 access_log = logging.getLogger("tornado.access")
-_KNOWN_STATUSES = {status.value for status in HTTPStatus}
 
 
-class NodeRouter(tornado.routing.Router):
-    """Run URLs to a `RunCall`; everything else to the application."""
+class NodeRouter:
+    """Run URLs to a `RunCall`; everything else to the tornado application."""
 
     def __init__(
         self, app: tornado.web.Application, services: ServiceManager, query_log: QueryLog, max_body_bytes: int
@@ -55,55 +51,69 @@ class NodeRouter(tornado.routing.Router):
         self.max_body_bytes = max_body_bytes
         self.running: set[asyncio.Task[None]] = set()
 
-    def find_handler(self, request: HTTPServerRequest, **kwargs: object) -> tornado.httputil.HTTPMessageDelegate:
-        if "//" in request.path:  # a client given a base URL ending in "/" asks for "//public/..."
-            request.path = SLASHES.sub("/", request.path)
-        match = RUN_PATH.fullmatch(request.path)
+    def exchange(self, connection: HttpConnection, head: RequestHead) -> Exchange:
+        path = head.url.partition("?")[0]
+        if "//" in path:  # a client given a base URL ending in "/" asks for "//public/..."
+            path = SLASHES.sub("/", path)
+        match = RUN_PATH.fullmatch(path)
         if match is None:
-            return self.app.find_handler(request, **kwargs)
-        return RunCall(self, request, unquote(match.group(1)), unquote(match.group(2)))
+            return TornadoExchange(connection, head, self.app)
+        return RunCall(self, connection, head, unquote(match.group(1)), unquote(match.group(2)))
 
 
-class RunCall(tornado.httputil.HTTPMessageDelegate):
-    def __init__(self, router: NodeRouter, request: HTTPServerRequest, service_id: str, endpoint_id: str) -> None:
+class RunCall:
+    __slots__ = ("chunks", "connection", "endpoint_id", "head", "received", "refusal", "router", "service_id", "size")
+
+    def __init__(
+        self, router: NodeRouter, connection: HttpConnection, head: RequestHead, service_id: str, endpoint_id: str
+    ) -> None:
         self.router = router
-        self.request = request
+        self.connection = connection
+        self.head = head
         self.service_id = service_id
         self.endpoint_id = endpoint_id
-        self.chunks: list[bytes] | None = []  # None once refused for its size
+        self.chunks: list[bytes] | None = []  # None once answered before the body was read
         self.size = 0
         self.received = time.perf_counter()
+        self.refusal: ApiError | None = None  # answered once the request is read
 
-    def headers_received(self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders) -> None:
+    def start(self) -> None:
+        head, max_bytes = self.head, self.router.max_body_bytes
+        # the connection reads on past the limit, so that this call sees the overflow and answers 413
+        self.connection.set_max_body_size(2 * max_bytes)
+        if head.method != "POST":
+            self.refusal = MethodNotAllowed(f"{head.method} is not allowed here: call an endpoint with POST")
+            return
         try:
-            if self.request.method != "POST":
-                raise MethodNotAllowed(f"{self.request.method} is not allowed here: call an endpoint with POST")
-            limit_body(
-                self.request,
-                self.router.max_body_bytes,
-                BODY_LIMIT_OPTION,
-                connection_limit=2 * self.router.max_body_bytes,
-            )
+            declared = head.header(b"content-length")
+            refuse_declared_body(declared.decode() if declared else None, max_bytes, BODY_LIMIT_OPTION)
         except ApiError as refused:  # answered before the body is read
-            self._answer(refused.status, refused.body(), refused.headers)
+            self._refuse(refused)
 
-    def data_received(self, chunk: bytes) -> None:
+    def body(self, chunk: bytes) -> None:
         """Collect the body; a chunked one (its size not declared) is counted as it comes."""
+        if self.chunks is None or self.refusal is not None:
+            return
         self.size += len(chunk)
-        if self.chunks is not None and self.size <= self.router.max_body_bytes:
+        if self.size <= self.router.max_body_bytes:
             self.chunks.append(chunk)
-        elif self.chunks is not None:
-            self.chunks = None  # the rest is read and dropped by the connection
-            refused = body_too_large(
-                f"over {self.router.max_body_bytes}", self.router.max_body_bytes, BODY_LIMIT_OPTION
-            )
-            self._answer(refused.status, refused.body(), refused.headers)
+        else:
+            self._refuse(self.connection.front.body_too_large(self.router.max_body_bytes))
 
-    def finish(self) -> None:
-        if self.chunks is not None:  # else already answered 413
+    def complete(self) -> None:
+        if self.refusal is not None:
+            self._refuse(self.refusal)
+        elif self.chunks is not None:
             task = asyncio.ensure_future(self._run())
             self.router.running.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self.router.running.discard)
+
+    def lost(self) -> None:
+        """The client went away: the call goes on (the pipeline finishes it); its answer is dropped."""
+
+    def _refuse(self, refused: ApiError) -> None:
+        self.chunks = None
+        self._answer(refused.status, refused.body(), refused.headers)
 
     async def _run(self) -> None:
         assert self.chunks is not None
@@ -111,17 +121,18 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
         service = generation = endpoint = None
         try:
             service = self.router.services.get(self.service_id)
-            generation = service.pick(body, self.request.headers.get("Authorization"))
+            authorization = self.head.header(b"authorization")
+            generation = service.pick(body, authorization.decode("latin-1") if authorization else None)
             endpoint = generation.endpoint(self.endpoint_id)
             status, answer = await endpoint.run(body, self.received)
             self._answer(status, answer)
         except ApiError as refused:
             if refused.status >= 500:
-                log.warning("%s: %s", self.request.path, refused.message)
+                log.warning("%s: %s", self.head.url, refused.message)
             status = refused.status
             self._answer(status, refused.body(), refused.headers)
         except Exception:
-            log.exception("%s failed", self.request.path)
+            log.exception("%s failed", self.head.url)
             status = INTERNAL_ERROR.status
             self._answer(status, INTERNAL_ERROR.body())
         if service is None:
@@ -140,36 +151,11 @@ class RunCall(tornado.httputil.HTTPMessageDelegate):
         )
 
     def _answer(self, status: int, body: bytes, extra_headers: dict[str, str] | None = None) -> None:
-        headers = HTTPHeaders(
-            {
-                "Content-Type": "application/json",
-                "Content-Length": str(len(body)),
-                "Date": tornado.httputil.format_timestamp(time.time()),
-                "Server": "apinode",
-            }
-        )
-        if extra_headers:
-            headers.update(extra_headers)
-        connection = self.request.connection
-        assert connection is not None
-        if self.request.method == "HEAD":
-            body = b""  # the headers say what a GET would get; HTTP forbids the body itself
-        try:
-            connection.write_headers(
-                ResponseStartLine("HTTP/1.1", status, HTTPStatus(status).phrase if status in _KNOWN_STATUSES else ""),
-                headers,
-                body,
+        head = self.head
+        if self.connection.respond(self, status, body, extra_headers, head.method == "HEAD"):
+            log_access(
+                status, head.method, head.url, self.connection.remote_ip, 1000 * (time.perf_counter() - self.received)
             )
-            connection.finish()
-        except tornado.iostream.StreamClosedError:
-            return  # the client went away
-        log_access(
-            status,
-            self.request.method,
-            self.request.uri,
-            self.request.remote_ip,
-            1000 * (time.perf_counter() - self.received),
-        )
 
 
 def log_access(status: int, method: str | None, uri: str | None, remote_ip: str | None, ms: float) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import datetime
 import hmac
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ def basic_auth_user(header: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII (`Basic éé`), not UTF-8 once decoded
         return None
     return decoded.partition(":")[0]
 

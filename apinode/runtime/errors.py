@@ -7,6 +7,9 @@ reads (it raises `DataikuException("<errorType>: <detailedMessage>")`).
 A pipeline's stderr is relayed to the node's log line by line at INFO: it is where user code
 prints. A traceback is not a print: the runtime writes it as one *error report*, a single line
 (a marker, then the text as a JSON string), which the relay logs as one ERROR record.
+
+A message is cut at MAX_MESSAGE_CHARS, with a note of the cut: an exception can carry megabytes
+(a whole input echoed back), which belong in the author's log, not in every error answer.
 """
 
 from __future__ import annotations
@@ -14,9 +17,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
+MAX_MESSAGE_CHARS = 8192
+"""Longest message an error answer carries; ample for any message written for a person."""
+
 
 def error_body(error_type: str, message: str, detailed_message: str | None = None) -> dict[str, Any]:
-    return {"errorType": error_type, "message": message, "detailedMessage": detailed_message or message}
+    return {
+        "errorType": error_type,
+        "message": truncated(message),
+        "detailedMessage": truncated(detailed_message or message),
+    }
+
+
+def truncated(message: str) -> str:
+    """`message`, or its beginning and a note of how much was cut."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}... [message cut: {len(message) - MAX_MESSAGE_CHARS} more characters]"
 
 
 REPORT_MARK = "\x1eapinode-error "  # starts with ASCII "record separator": no print does by accident
