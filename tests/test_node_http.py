@@ -4,8 +4,10 @@ what user code can do to a pipeline (print, crash, keep state, read its folders)
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
+import socket
 
 import dataikuapi
 import pytest
@@ -298,3 +300,22 @@ def test_queue_is_first_in_first_out(node, tmp_path):
         assert running.result().status_code == 200
     finished = sorted(replies, key=lambda reply: reply["at"])
     assert [reply["tag"] for reply in finished] == [0, 1, 2, 3, 4]
+
+
+def test_a_caller_that_goes_away_leaves_the_queue(node, tmp_path):
+    abandoned = tmp_path / "abandoned-ran"  # the function creates it if it ever runs the request
+    body = json.dumps({"started": str(abandoned)}).encode()
+    request = (
+        b"POST /public/api/v1/testsvc/fifo/run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = hold_pipeline(pool, node, "fifo", tmp_path, delay=2)
+        host, port = node.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as caller:
+            caller.sendall(request)
+            eventually(lambda: queue_depth(node, "fifo") == 1)
+        eventually(lambda: queue_depth(node, "fifo") == 0)
+        assert running.result().status_code == 200
+    assert post(node, "fifo", {}).status_code == 200  # FIFO: the abandoned request would have run first
+    assert not abandoned.exists()

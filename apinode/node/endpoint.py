@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,14 @@ class Endpoint:
             described["startFallback"] = self.factory.fallback
         return described
 
-    async def run(self, body: bytes, received: float) -> tuple[int, bytes]:
+    async def run(
+        self, body: bytes, received: float, on_acquired: Callable[[], None] | None = None
+    ) -> tuple[int, bytes]:
         """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.
 
         `received` is the `time.perf_counter()` at which the request arrived.
         """
-        reply, waited_ms = await self.pool.run(body)
+        reply, waited_ms = await self.pool.run(body, on_acquired)
         if reply.kind != framing.RESULT:
             return reply.status, bytes(reply.payload)
         total_ms = (time.perf_counter() - received) * 1000

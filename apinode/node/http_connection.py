@@ -69,6 +69,10 @@ class Exchange(Protocol):
     def lost(self) -> None:
         """The connection closed before the answer was written."""
 
+    def eof(self) -> None:
+        """The client closed its side after sending the whole request: it may be gone (a closed
+        socket and a half-closed one look alike until an answer is written)."""
+
 
 class Router(Protocol):
     def exchange(self, connection: HttpConnection, head: RequestHead) -> Exchange: ...
@@ -165,6 +169,8 @@ class HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client sent all it will send (`printf ... | nc`): answer what it asked, then close."""
         self._last = True  # a request left halfway is answered 408 at its timeout
+        if self._exchange is not None and not self._in_message and not self._answered:
+            self._exchange.eof()
         return self._exchange is not None  # False: the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -110,10 +110,15 @@ class Pool:
         if self.failure is not None:
             raise self.failure
 
-    async def run(self, body: bytes) -> tuple[Reply, float]:
-        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline)."""
+    async def run(self, body: bytes, on_acquired: Callable[[], None] | None = None) -> tuple[Reply, float]:
+        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline).
+
+        `on_acquired()` is called once a pipeline is the request's: cancelling before that only
+        takes the request out of the queue; cancelling after it stops the pipeline."""
         queued_at = time.perf_counter()
         pipeline = await self._acquire()
+        if on_acquired is not None:
+            on_acquired()
         waited_ms = (time.perf_counter() - queued_at) * 1000
         deadline = self._arm_deadline(pipeline)
         try:

@@ -13,8 +13,10 @@ counts in its endpoint's metrics and its service's query log.
 
 Concurrency: one `RunCall` per request, on the event loop; the connection calls `body` and
 `complete` in order, and `complete` starts the call as a task. A refusal that needs no body
-(405) waits for the request's end, so that the connection can stay open. A client that
-goes away does not cancel its request: the pipeline finishes it and the answer is dropped.
+(405) waits for the request's end, so that the connection can stay open. A client that goes
+away while its request waits in the queue takes it out of the queue; once a pipeline runs it,
+the pipeline finishes it and the answer is dropped (stopping the pipeline would cost a new one,
+and with `"start": "spawn"` an initialization, to save work already under way).
 """
 
 from __future__ import annotations
@@ -62,7 +64,19 @@ class NodeRouter:
 
 
 class RunCall:
-    __slots__ = ("chunks", "connection", "endpoint_id", "head", "received", "refusal", "router", "service_id", "size")
+    __slots__ = (
+        "chunks",
+        "connection",
+        "endpoint_id",
+        "head",
+        "received",
+        "refusal",
+        "router",
+        "running",
+        "service_id",
+        "size",
+        "task",
+    )
 
     def __init__(
         self, router: NodeRouter, connection: HttpConnection, head: RequestHead, service_id: str, endpoint_id: str
@@ -76,6 +90,8 @@ class RunCall:
         self.size = 0
         self.received = time.perf_counter()
         self.refusal: ApiError | None = None  # answered once the request is read
+        self.task: asyncio.Task[None] | None = None
+        self.running = False  # a pipeline runs it: past the point where leaving costs nothing
 
     def start(self) -> None:
         head, max_bytes = self.head, self.router.max_body_bytes
@@ -104,12 +120,24 @@ class RunCall:
         if self.refusal is not None:
             self._refuse(self.refusal)
         elif self.chunks is not None:
-            task = asyncio.ensure_future(self._run())
+            task = self.task = asyncio.ensure_future(self._run())
             self.router.running.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self.router.running.discard)
 
     def lost(self) -> None:
-        """The client went away: the call goes on (the pipeline finishes it); its answer is dropped."""
+        """The client went away: a request still queued leaves the queue; a running call goes on
+        (the pipeline finishes it) and its answer is dropped."""
+        if self.task is not None and not self.running:
+            self.task.cancel()
+
+    def eof(self) -> None:
+        """As nginx does, a client that closed its side after its request is taken as gone: its
+        request leaves the queue. Checked once the call had its first step, so that a request
+        a free pipeline took at once is answered (`printf ... | nc` reads its answer)."""
+        asyncio.get_running_loop().call_soon(self.lost)
+
+    def _acquired(self) -> None:
+        self.running = True
 
     def _refuse(self, refused: ApiError) -> None:
         self.chunks = None
@@ -124,8 +152,11 @@ class RunCall:
             authorization = self.head.header(b"authorization")
             generation = service.pick(body, authorization.decode("latin-1") if authorization else None)
             endpoint = generation.endpoint(self.endpoint_id)
-            status, answer = await endpoint.run(body, self.received)
+            status, answer = await endpoint.run(body, self.received, self._acquired)
             self._answer(status, answer)
+        except asyncio.CancelledError:  # its caller went away while it was queued
+            self.connection.lose(self)
+            raise
         except ApiError as refused:
             if refused.status >= 500:
                 log.warning("%s: %s", self.head.url, refused.message)

@@ -84,6 +84,9 @@ class TornadoExchange(tornado.httputil.HTTPConnection):
         self._read = True
         self._wake()
 
+    def eof(self) -> None:
+        """Tornado's handlers learn of a closed connection only once it is lost, as under tornado."""
+
     def lost(self) -> None:
         self._gone = True
         self._wake()
