@@ -280,6 +280,20 @@ def test_malformed_requests_get_a_json_error(node, raw, status, error_type, frag
     assert "Traceback" not in node.output
 
 
+def test_a_malformed_request_pipelined_behind_another_is_refused_in_its_turn(node):
+    with connect(node) as sock:
+        responses = Responses(sock)
+        sock.sendall(
+            request(run("slow"), b'{"delay": 0.2}')
+            + request(run("echo"), headers="Transfer-Encoding: chunked\r\n")
+            + b"ZZZ\r\nabc\r\n0\r\n\r\n"
+        )
+        assert json.loads(responses.next()[2])["response"] == 0.2
+        status, headers, body = responses.next()
+        assert status == 400 and error_of(body)["errorType"] == "BadRequest", body
+        assert headers["Connection"] == "close" and responses.closed()
+
+
 def test_basic_auth_that_is_not_ascii_is_no_key():
     assert basic_auth_user("Basic éé") is None
     assert basic_auth_user("Basic Zm9vOg==") == "foo"

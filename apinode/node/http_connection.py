@@ -396,11 +396,12 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request that cannot be read, in its turn, then close."""
         self.hold(_REFUSED)  # nothing more is parsed on this connection
         self._in_message = False
-        if self._exchange is not None and self._request_read and not self._answered:
-            self._ahead.append(_Ahead(None, refusal=refusal))  # after the answer in progress
-            return
-        if self._exchange is not None and self._ahead:
-            self._ahead.append(_Ahead(None, refusal=refusal))
+        if self._exchange is not None and (self._ahead or (self._request_read and not self._answered)):
+            broken = self._ahead[-1] if self._ahead else None
+            if broken is not None and broken.head is not None and not broken.complete:
+                self._ahead[-1] = _Ahead(None, refusal=refusal)  # the request that broke, refused in its turn
+            else:
+                self._ahead.append(_Ahead(None, refusal=refusal))  # after the answers in progress
             return
         exchange, self._exchange = self._exchange, None
         if exchange is not None and not self._answered:
