@@ -135,8 +135,8 @@ class LocalNode:
                 if time.monotonic() > deadline:
                     raise NodeStartError(f"was not ready within {timeout:g} s", self._tail()) from None
                 continue
-            ready = read_ready_file(ready_file)  # it may have written it, then exited
-            if ready is not None:
+            ready = read_ready_file(ready_file)  # it may have written it, then exited cleanly
+            if ready is not None and code == 0:  # not a node killed once ready: that one is gone
                 return ready
             raise NodeStartError(f"exited with code {code}", self._tail())
 

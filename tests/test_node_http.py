@@ -319,3 +319,5 @@ def test_a_caller_that_goes_away_leaves_the_queue(node, tmp_path):
         assert running.result().status_code == 200
     assert post(node, "fifo", {}).status_code == 200  # FIFO: the abandoned request would have run first
     assert not abandoned.exists()
+    metrics = requests.get(f"{node.url}/metrics", timeout=10).text
+    assert any('endpoint="fifo"' in line and 'status="499"' in line for line in metrics.splitlines()), metrics

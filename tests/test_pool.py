@@ -31,6 +31,7 @@ class FakePipeline:
         self.gate: asyncio.Future[None] | None = None
         self.on_exit = None
         self.memory = 10.0
+        self.dead_on_arrival = False  # ended between its READY and the pool taking it
 
     async def call(self, body: bytes) -> Reply:
         self.gate = asyncio.get_running_loop().create_future()
@@ -50,6 +51,8 @@ class FakePipeline:
 
     def set_exit_callback(self, callback) -> None:
         self.on_exit = callback
+        if self.dead_on_arrival:
+            callback(self)
 
     def die(self) -> None:
         assert self.gate is not None
@@ -109,6 +112,25 @@ async def test_floor_is_started_before_any_request():
     pool, factory = make(floor=3, cruise=3)
     await pool.start()
     assert len(factory.made) == 3 and pool.size == 3
+
+
+async def test_a_pipeline_that_ended_before_the_pool_took_it_is_never_handed_out():
+    pool, factory = make(floor=1, cruise=1)
+    original = factory.__call__
+
+    async def first_one_dead() -> FakePipeline:
+        pipeline = await original()
+        pipeline.dead_on_arrival = pipeline.number == 0
+        return pipeline
+
+    pool._factory = first_one_dead
+    await pool.start()
+    await settle()
+    call = asyncio.ensure_future(pool.run(b"x"))
+    await busy_until([factory.made[1]])
+    factory.made[1].gate.set_result(None)
+    reply, _ = await call
+    assert reply.payload == b"1:x" and len(factory.made) == 2
 
 
 async def test_scales_up_to_ceil_then_queues():

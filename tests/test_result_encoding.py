@@ -146,6 +146,17 @@ def test_the_invoker_answers_500_with_the_path():
     assert 'response[\\"model\\"] is a object' in outcome.payload.decode()
 
 
+def test_a_conversion_that_raises_is_a_500_naming_the_place():
+    class Broken:
+        def model_dump(self, mode="python"):
+            raise KeyError("schema")
+
+    outcome = Invoker(lambda: {"model": [Broken()]})(b"")
+    assert outcome.status == 500
+    error = json.loads(outcome.payload)
+    assert error["errorType"] == "ResultNotSerializable" and 'response["model"][0]' in error["message"], error
+
+
 def test_the_runtime_never_imports_numpy_or_pandas():
     runtime = Path(results.__file__).parent
     for module in runtime.glob("*.py"):

@@ -25,6 +25,7 @@ class ProcessPipeline(RuntimeProcess):
     its template's."""
 
     _on_exit: Callable[[ProcessPipeline], None] | None = None
+    has_exited = False
 
     @classmethod
     async def spawn(cls, spec: PipelineSpec) -> ProcessPipeline:
@@ -42,7 +43,10 @@ class ProcessPipeline(RuntimeProcess):
 
     def set_exit_callback(self, callback: Callable[[ProcessPipeline], None]) -> None:
         self._on_exit = callback
+        if self.has_exited:  # it ended between its READY and now
+            callback(self)
 
     def exited(self) -> None:
+        self.has_exited = True
         if self._on_exit is not None:
             self._on_exit(self)

@@ -54,7 +54,8 @@ class Pipeline(Protocol):
     async def stop(self) -> None: ...
     async def kill(self) -> None: ...
     def memory_mb(self) -> float: ...
-    def set_exit_callback(self, callback: Callable[[Pipeline], None]) -> None: ...
+    def set_exit_callback(self, callback: Callable[[Pipeline], None]) -> None:
+        """`callback(pipeline)` once it has ended; at once if it has ended already."""
 
 
 class Pool:
@@ -357,10 +358,11 @@ class Pool:
         if self.failure is not None:
             self._track(pipeline.stop())
             return
-        pipeline.set_exit_callback(self._forget)
         limit = self.settings.max_requests
         self._served[pipeline] = (0, limit + random.randint(0, int(limit * JITTER)))
-        self._offer(pipeline)
+        pipeline.set_exit_callback(self._forget)  # at once if it ended already, which forgets it
+        if pipeline in self._served:
+            self._offer(pipeline)
 
     def _start_failed(self, failure: EndpointLoadFailed) -> None:
         if not self._loaded:

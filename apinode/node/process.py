@@ -179,7 +179,13 @@ class Channel(asyncio.BufferedProtocol):
 
 
 async def connect(sock: socket.socket) -> Channel:
-    _, channel = await asyncio.get_running_loop().create_connection(Channel, sock=sock)
+    """The node's channel on `sock`. Should that fail (out of file descriptors, say), the socket
+    is closed: the runtime's watchdog at the other end sees it and ends its process group."""
+    try:
+        _, channel = await asyncio.get_running_loop().create_connection(Channel, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     return channel
 
 

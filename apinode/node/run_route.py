@@ -36,6 +36,8 @@ from .querylog import QueryLog
 from .service_manager import ServiceManager
 from .tornado_exchange import SLASHES, TornadoExchange
 
+CLIENT_GONE = 499
+"""The status a request is counted with (metrics, query log) when its caller left the queue."""
 RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
 log = logging.getLogger("apinode.http")
 access_log = logging.getLogger("tornado.access")
@@ -156,7 +158,7 @@ class RunCall:
             self._answer(status, answer)
         except asyncio.CancelledError:  # its caller went away while it was queued
             self.connection.lose(self)
-            raise
+            status = CLIENT_GONE  # counted, as nginx logs it: a storm of callers giving up shows
         except ApiError as refused:
             if refused.status >= 500:
                 log.warning("%s: %s", self.head.url, refused.message)

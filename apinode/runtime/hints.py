@@ -2,8 +2,10 @@
 
 Both the OpenAPI description (runtime.schema) and request validation (runtime.validation) read
 hints through here, so a parameter is described exactly as it is checked. Python 3.9+ and the
-standard library only: `X | Y`, TypedDict and pydantic models are recognized without the
-3.10+ helpers or an import of pydantic.
+standard library only: TypedDict and pydantic models are recognized without the 3.10+ helpers
+or an import of pydantic. `X | Y` is recognized where the endpoint's interpreter can evaluate
+it (3.10+): on 3.9 such a hint cannot be read, and its parameter is left unchecked and said so
+in the node's log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import collections.abc as abc
 import dataclasses
 import enum
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -36,8 +39,9 @@ def type_hints(function: Callable[..., Any]) -> dict[str, Any]:
     for name, annotation in getattr(target, "__annotations__", {}).items():
         try:  # as get_type_hints does, one hint at a time
             resolved[name] = typing.get_type_hints(_Annotated(name, annotation), namespace)[name]
-        except Exception:
-            continue
+        except Exception as exc:
+            where = getattr(target, "__qualname__", "the function")
+            sys.stderr.write(f"apinode: {where}: the hint of {name!r} cannot be read ({exc}): it is not checked\n")
     return resolved
 
 

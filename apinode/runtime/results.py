@@ -117,7 +117,7 @@ def encode(result: Any) -> bytes:
     """The result as UTF-8 JSON; NotSerializable says what cannot be encoded and where."""
     try:
         return _encode(result).encode()
-    except (_Refused, ValueError, TypeError, RecursionError):
+    except Exception:  # conversions call user code (model_dump, tolist...), which may raise anything
         pass
     raise NotSerializable(_why_not(result))
 
