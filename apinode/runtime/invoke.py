@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .binding import Binder, BindingError
+from .coroutines import resolve
 from .errors import error_json
 from .results import NotSerializable, encode
 from .validation import Invalid, Validator
@@ -98,7 +99,7 @@ class Invoker:
             return Outcome(400, error_json("InvalidParameters", str(exc)), 0.0)
         started = time.perf_counter()
         try:
-            result = self.function(*args, **kwargs)
+            result = resolve(self.function(*args, **kwargs))
         except Exception as exc:
             elapsed = (time.perf_counter() - started) * 1000
             message = f"{type(exc).__name__}: {exc}"
