@@ -39,6 +39,9 @@ SCENARIO = {
     "    await asyncio.sleep(0.01)\n    return {'x': x, 'loop': id(asyncio.get_running_loop())}",
     "test async": '%api_test t/later {"x": 5}',
     "test async again": '%api_test t/later {"x": 6}',
+    "generator": "%%api_endpoint t/tokens --function tokens\nasync def tokens(text):\n    for word in text.split():\n"
+    "        yield word",
+    "test generator": '%api_test t/tokens {"text": "a b c"}',
     "services": "%api_services",
     "export": "%api_export t -o t.zip",
 }
@@ -87,6 +90,11 @@ def test_an_async_function_is_awaited_on_one_loop_kept_across_calls(scenario):
     assert '"x": 6' in again
     loop_ids = [re.search(r'"loop": (\d+)', shown).group(1) for shown in (first, again)]
     assert loop_ids[0] == loop_ids[1]
+
+
+def test_a_generator_shows_its_items(scenario):
+    shown = cell_text(scenario[1]["test generator"], "result")
+    assert "200" in shown and '["a", "b", "c"]' in shown and "OK" in shown
 
 
 def test_folders_are_relative_to_the_notebook(scenario):
@@ -148,6 +156,7 @@ def test_services_lists_the_registrations(scenario):
         ["t", "shift", "shift"],
         ["t", "word", "word"],
         ["t", "later", "later"],
+        ["t", "tokens", "tokens"],
         ["t2", "double", "double"],
     ]
     assert "floor=1 ceil=2 cruise=2 queue=16 timeout=10000" in shown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dataikuapi
 import pytest
 import requests
@@ -31,3 +33,77 @@ def test_an_async_function_past_its_execution_timeout_is_answered_504(node):
     answer = requests.post(run_url(node, "hangs"), json={}, timeout=30)
     assert answer.status_code == 504
     assert requests.post(run_url(node, "later"), json={"x": 1}, timeout=30).json()["response"]["x"] == 1
+
+
+def stream(node, endpoint: str, body: dict, accept: str) -> requests.Response:
+    answer = requests.post(run_url(node, endpoint), json=body, headers={"Accept": accept}, stream=True, timeout=30)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == accept and answer.headers["Transfer-Encoding"] == "chunked"
+    return answer
+
+
+def sse_events(lines) -> list[tuple[str, object]]:
+    """(event, data) of each server-sent event, as they are read."""
+    events, name = [], "message"
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[len("data: ") :])))
+            name = "message"
+    return events
+
+
+def test_a_generator_streams_server_sent_events_as_items_are_produced(node, tmp_path):
+    gate = tmp_path / "gate"
+    with stream(node, "count", {"n": 3, "gate": str(gate)}, "text/event-stream") as answer:
+        lines = answer.iter_lines(decode_unicode=True)
+        assert next(lines) == 'data: {"i":0}'  # the generator is still waiting for the gate
+        gate.touch()
+        events = sse_events(lines)
+    assert events[:2] == [("message", {"i": 1}), ("message", {"i": 2})]
+    name, end = events[2]
+    assert name == "end" and set(end["timing"]) == {"wait", "execution", "total"}
+    assert end["apiContext"]["endpointId"] == "count" and len(events) == 3
+
+
+def test_an_async_generator_streams_json_lines(node):
+    with stream(node, "ticks", {"n": 3}, "application/x-ndjson") as answer:
+        lines = [json.loads(line) for line in answer.iter_lines()]
+    assert lines[:3] == [0, 1, 2]
+    assert lines[3]["event"] == "end" and "timing" in lines[3]["data"] and len(lines) == 4
+
+
+def test_without_accept_the_items_are_collected_for_every_client(node):
+    api = dataikuapi.APINodeClient(node.url, "shapes")
+    assert api.run_function("count", n=3)["response"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert api.run_function("ticks", n=2)["response"] == [0, 1]
+
+
+def test_an_error_mid_stream_is_an_error_event_and_the_connection_stays_usable(node):
+    with requests.Session() as session:
+        for accept in ("text/event-stream", "application/x-ndjson"):
+            answer = session.post(run_url(node, "count"), json={"n": 5, "fail_at": 2}, headers={"Accept": accept})
+            assert answer.status_code == 200
+            if accept == "text/event-stream":
+                events = sse_events(answer.text.splitlines())
+            else:
+                events = [("message", line) for line in map(json.loads, answer.text.splitlines())]
+                events[-1] = (events[-1][1]["event"], events[-1][1]["data"])
+            assert events[:2] == [("message", {"i": 0}), ("message", {"i": 1})]
+            name, error = events[2]
+            assert name == "error" and error["errorType"] == "FunctionError" and "ValueError: no 2" in error["message"]
+        # the same keep-alive connection: a failure before any item is a plain 500
+        answer = session.post(
+            run_url(node, "count"), json={"n": 5, "fail_at": 0}, headers={"Accept": "text/event-stream"}
+        )
+        assert answer.status_code == 500 and answer.json()["errorType"] == "FunctionError"
+
+
+def test_a_client_leaving_mid_stream_stops_the_generator_and_frees_its_pipeline(node):
+    with stream(node, "endless", {}, "text/event-stream") as answer:
+        lines = answer.iter_lines(decode_unicode=True)
+        first = json.loads(next(lines)[len("data: ") :])
+    # the only pipeline is free again: the next call is served, by the same process
+    collected = requests.post(run_url(node, "endless"), json={"limit": 2}, timeout=10).json()["response"]
+    assert [item["i"] for item in collected] == [0, 1] and collected[0]["pid"] == first["pid"]

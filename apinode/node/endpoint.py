@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -17,6 +17,7 @@ from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
 from .errors import EndpointLoadFailed
 from .factory import PipelineFactory
+from .pipeline import ItemSink
 from .pool import Pool
 from .process import PipelineSpec
 from .stats import EndpointStats, PipelineCounts
@@ -87,19 +88,29 @@ class Endpoint:
             described["startFallback"] = self.factory.fallback
         return described
 
-    async def run(self, body: bytes, received: float) -> tuple[int, bytes]:
-        """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.
+    async def run(self, body: bytes, received: float, on_item: ItemSink | None = None) -> Answer:
+        """The answer; raises ApiError subclasses for what the pool refuses.
 
-        `received` is the `time.perf_counter()` at which the request arrived.
+        `received` is the `time.perf_counter()` at which the request arrived. With `on_item` the
+        caller takes a stream (ProcessPipeline.call): a generator's answer then ends with the
+        stream's end data, `{"timing", "apiContext"}`; any other function's is the usual one.
         """
-        reply, waited_ms = await self.pool.run(body)
-        if reply.kind != framing.RESULT:
-            return reply.status, bytes(reply.payload)
+        reply, waited_ms = await self.pool.run(body, on_item)
+        if reply.kind not in (framing.RESULT, framing.END):
+            return Answer(reply.status, bytes(reply.payload))
         total_ms = (time.perf_counter() - received) * 1000
-        envelope = b',"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
+        timing = b'"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
             waited_ms,
             reply.execution_ms,
             total_ms,
             self._context,
         )
-        return 200, b"".join((b'{"response":', reply.payload, envelope))
+        if reply.kind == framing.END:
+            return Answer(200, b"{" + timing, ends_stream=True)
+        return Answer(200, b"".join((b'{"response":', reply.payload, b",", timing)))
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    ends_stream: bool = False  # the body is a stream's end data, its items already handed over

@@ -32,6 +32,7 @@ from .handlers import BODY_LIMIT_OPTION, INTERNAL_ERROR, refuse_declared_body
 from .http_connection import Exchange, HttpConnection, RequestHead
 from .querylog import QueryLog
 from .service_manager import ServiceManager
+from .stream_answer import StreamAnswer, stream_format
 from .tornado_exchange import SLASHES, TornadoExchange
 
 RUN_PATH = re.compile(r"/public/api/v1/([^/]+)/([^/]+)/run")
@@ -62,7 +63,18 @@ class NodeRouter:
 
 
 class RunCall:
-    __slots__ = ("chunks", "connection", "endpoint_id", "head", "received", "refusal", "router", "service_id", "size")
+    __slots__ = (
+        "chunks",
+        "connection",
+        "endpoint_id",
+        "head",
+        "received",
+        "refusal",
+        "router",
+        "service_id",
+        "size",
+        "stream",
+    )
 
     def __init__(
         self, router: NodeRouter, connection: HttpConnection, head: RequestHead, service_id: str, endpoint_id: str
@@ -76,6 +88,7 @@ class RunCall:
         self.size = 0
         self.received = time.perf_counter()
         self.refusal: ApiError | None = None  # answered once the request is read
+        self.stream: StreamAnswer | None = None  # when the caller accepts a streamed answer
 
     def start(self) -> None:
         head, max_bytes = self.head, self.router.max_body_bytes
@@ -109,7 +122,10 @@ class RunCall:
             task.add_done_callback(self.router.running.discard)
 
     def lost(self) -> None:
-        """The client went away: the call goes on (the pipeline finishes it); its answer is dropped."""
+        """The client went away: the call goes on (the pipeline finishes it) and its answer is
+        dropped; a stream stops at its next item (the pipeline closes the generator)."""
+        if self.stream is not None:
+            self.stream.gone = True
 
     def _refuse(self, refused: ApiError) -> None:
         self.chunks = None
@@ -124,8 +140,13 @@ class RunCall:
             authorization = self.head.header(b"authorization")
             generation = service.pick(body, authorization.decode("latin-1") if authorization else None)
             endpoint = generation.endpoint(self.endpoint_id)
-            status, answer = await endpoint.run(body, self.received)
-            self._answer(status, answer)
+            stream = stream_format(self.head)
+            if stream is not None:
+                self.stream = StreamAnswer(self.connection, self, stream)
+            status, answer, ends_stream = await endpoint.run(
+                body, self.received, self.stream.item if self.stream else None
+            )
+            self._answer(status, answer, ends_stream=ends_stream)
         except ApiError as refused:
             if refused.status >= 500:
                 log.warning("%s: %s", self.head.url, refused.message)
@@ -150,9 +171,15 @@ class RunCall:
             body if logs_parameters else None,
         )
 
-    def _answer(self, status: int, body: bytes, extra_headers: dict[str, str] | None = None) -> None:
+    def _answer(
+        self, status: int, body: bytes, extra_headers: dict[str, str] | None = None, ends_stream: bool = False
+    ) -> None:
         head = self.head
-        if self.connection.respond(self, status, body, extra_headers, head.method == "HEAD"):
+        if self.stream is not None and self.stream.end(body, ends_stream):
+            answered = not self.stream.gone
+        else:
+            answered = self.connection.respond(self, status, body, extra_headers, head.method == "HEAD")
+        if answered:
             log_access(
                 status, head.method, head.url, self.connection.remote_ip, 1000 * (time.perf_counter() - self.received)
             )

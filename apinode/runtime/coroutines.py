@@ -14,8 +14,10 @@ kernel's loop, so the loop runs in a daemon thread and the caller blocks on the 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Generator
+from contextlib import closing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -64,6 +66,30 @@ PROCESS_LOOP = EventLoop()
 def resolve(value: Any) -> Any:
     """`value` itself, or what it resolves to when it is a coroutine (an `async def` function's
     result, or a decorated function's)."""
-    if asyncio.iscoroutine(value):
+    if inspect.iscoroutine(value):
         return PROCESS_LOOP.run(value)
     return value
+
+
+def is_stream(value: Any) -> bool:
+    """Whether a function's result is a stream of items: what a generator function (sync or
+    async) returns."""
+    return inspect.isgenerator(value) or inspect.isasyncgen(value)
+
+
+def items(stream: Generator[Any, None, None] | AsyncGenerator[Any, None]) -> Generator[Any, None, None]:
+    """The stream's items, one at a time; closing this generator closes the stream (an async
+    one on this process's loop), so that a caller who stops reading stops the function."""
+    if inspect.isgenerator(stream):
+        with closing(stream):
+            yield from stream
+        return
+    assert inspect.isasyncgen(stream)
+    try:
+        while True:
+            try:
+                yield PROCESS_LOOP.run(stream.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        PROCESS_LOOP.run(stream.aclose())

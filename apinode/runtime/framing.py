@@ -27,6 +27,12 @@ FORK = 7
 # template -> node
 FORKED = 8  # payload: the new pipeline's pid, in ASCII digits
 FORK_REFUSED = 9  # payload: why this template cannot fork, UTF-8 text
+# A call whose caller takes a stream: a generator's items come one ITEM frame each, as produced,
+# and END (or ERROR) closes the call; any other function answers RESULT or ERROR as to CALL.
+CALL_STREAMED = 10  # node -> pipeline; payload: the request body
+ITEM = 11  # pipeline -> node; payload: one item as JSON
+END = 12  # pipeline -> node: the stream is over; execution_ms: the time inside the function
+CANCEL = 13  # node -> pipeline, during a streamed call: the caller went away, close the generator
 
 
 def pack(kind: int, payload: bytes = b"", status: int = 200, execution_ms: float = 0.0) -> bytes:

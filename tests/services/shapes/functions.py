@@ -1,5 +1,6 @@
 import asyncio
 import os
+import time
 
 CLIENT_LOOPS = []  # the loop a client built at initialization binds to on first use
 
@@ -14,3 +15,29 @@ async def later(x, delay=0.0):
 
 async def hangs():
     await asyncio.sleep(3600)
+
+
+def count(n, fail_at=None, gate=None):
+    """Counts to n; waits for the file `gate` after the first item; fails at `fail_at`."""
+    for i in range(n):
+        if i == fail_at:
+            raise ValueError(f"no {i}")
+        yield {"i": i}
+        if gate and i == 0:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+
+async def ticks(n):
+    for i in range(n):
+        await asyncio.sleep(0.001)
+        yield i
+
+
+def endless(limit=None):
+    i = 0
+    while limit is None or i < limit:
+        yield {"i": i, "pid": os.getpid()}
+        i += 1
+        time.sleep(0.01)
