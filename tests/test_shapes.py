@@ -7,6 +7,7 @@ import json
 import dataikuapi
 import pytest
 import requests
+from openapi_spec_validator import validate
 from support import SERVICES, NodeProcess
 
 
@@ -107,3 +108,13 @@ def test_a_client_leaving_mid_stream_stops_the_generator_and_frees_its_pipeline(
     # the only pipeline is free again: the next call is served, by the same process
     collected = requests.post(run_url(node, "endless"), json={"limit": 2}, timeout=10).json()["response"]
     assert [item["i"] for item in collected] == [0, 1] and collected[0]["pid"] == first["pid"]
+
+
+def test_the_openapi_document_describes_streams_and_stays_valid(node):
+    document = requests.get(f"{node.url}/public/api/v1/shapes/openapi.json", timeout=10).json()
+    validate(document)
+    streamed = document["paths"]["/public/api/v1/shapes/count/run"]["post"]["responses"]["200"]["content"]
+    assert set(streamed) == {"application/json", "text/event-stream", "application/x-ndjson"}
+    assert streamed["application/json"]["schema"]["properties"]["response"]["type"] == "array"
+    plain = document["paths"]["/public/api/v1/shapes/later/run"]["post"]["responses"]["200"]["content"]
+    assert set(plain) == {"application/json"}
