@@ -42,6 +42,9 @@ SCENARIO = {
     "generator": "%%api_endpoint t/tokens --function tokens\nasync def tokens(text):\n    for word in text.split():\n"
     "        yield word",
     "test generator": '%api_test t/tokens {"text": "a b c"}',
+    "batched": "%%api_endpoint t/doubled --function doubled --batch-size 8 --batch-wait-ms 5\n"
+    "def doubled(batch):\n    return [2 * params['x'] for params in batch]",
+    "test batched": '%api_test t/doubled {"x": 21}',
     "services": "%api_services",
     "export": "%api_export t -o t.zip",
 }
@@ -95,6 +98,11 @@ def test_an_async_function_is_awaited_on_one_loop_kept_across_calls(scenario):
 def test_a_generator_shows_its_items(scenario):
     shown = cell_text(scenario[1]["test generator"], "result")
     assert "200" in shown and '["a", "b", "c"]' in shown and "OK" in shown
+
+
+def test_a_batched_endpoint_takes_each_query_as_a_batch_of_one(scenario):
+    shown = cell_text(scenario[1]["test batched"], "result")
+    assert "200" in shown and "42" in shown and "OK" in shown
 
 
 def test_folders_are_relative_to_the_notebook(scenario):
@@ -157,6 +165,7 @@ def test_services_lists_the_registrations(scenario):
         ["t", "word", "word"],
         ["t", "later", "later"],
         ["t", "tokens", "tokens"],
+        ["t", "doubled", "doubled"],
         ["t2", "double", "double"],
     ]
     assert "floor=1 ceil=2 cruise=2 queue=16 timeout=10000" in shown

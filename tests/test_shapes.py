@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import re
 
 import dataikuapi
 import pytest
 import requests
 from openapi_spec_validator import validate
 from support import SERVICES, NodeProcess
+
+from apinode.packaging.definitions import DefinitionError, EndpointDef
+from apinode.packaging.magic_syntax import MagicUsageError, parse_endpoint_magic
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +123,62 @@ def test_the_openapi_document_describes_streams_and_stays_valid(node):
     assert streamed["application/json"]["schema"]["properties"]["response"]["type"] == "array"
     plain = document["paths"]["/public/api/v1/shapes/later/run"]["post"]["responses"]["200"]["content"]
     assert set(plain) == {"application/json"}
+
+
+def test_concurrent_calls_to_a_batched_endpoint_are_answered_each_with_its_own_result(node):
+    api = dataikuapi.APINodeClient(node.url, "shapes")
+    with concurrent.futures.ThreadPoolExecutor(16) as threads:
+        answers = list(threads.map(lambda x: api.run_function("scores", x=x), range(16)))
+    assert [answer["response"]["x"] for answer in answers] == [2 * x for x in range(16)]
+    assert max(answer["response"]["batchSize"] for answer in answers) > 1  # one pipeline, batches of several
+    assert all(set(answer["timing"]) == {"wait", "execution", "total"} for answer in answers)
+
+
+def test_a_bad_request_in_a_batch_gets_its_own_400_and_the_others_run(node):
+    def call(body):
+        return requests.post(run_url(node, "scores"), data=body, timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        answers = list(threads.map(call, ['{"x": 1}', "not json", '{"x": 3}', "[1]"]))
+    assert [answer.status_code for answer in answers] == [200, 400, 200, 400]
+    assert answers[0].json()["response"]["x"] == 2 and answers[1].json()["errorType"] == "BadRequest"
+
+
+def test_a_batch_answered_with_a_list_of_the_wrong_length_is_a_500_naming_both_lengths(node):
+    answer = requests.post(run_url(node, "short"), json={"x": 1}, timeout=30)
+    assert answer.status_code == 500
+    assert "called with 1 request and returned 0 results" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        ({"maxSize": 0, "maxWaitMs": 5}, "endpoints[0].batch.maxSize: expected an integer >= 1, got 0"),
+        ({"maxSize": 8}, "endpoints[0].batch.maxWaitMs: expected an integer >= 0, got nothing"),
+        ({"maxSize": 8, "maxWait": 5}, 'endpoints[0].batch: unknown field "maxWait"'),
+    ],
+)
+def test_a_bad_batch_definition_names_its_field(batch, message):
+    with pytest.raises(DefinitionError, match=re.escape(message)):
+        EndpointDef.from_json({"id": "e", "code": "c.py", "function": "f", "batch": batch}, "endpoints[0]")
+
+
+def test_the_magic_options_give_the_batch_definition():
+    magic = parse_endpoint_magic("s/e --function f --batch-size 32 --batch-wait-ms 5")
+    assert magic.batch == {"maxSize": 32, "maxWaitMs": 5}
+    with pytest.raises(MagicUsageError, match="batch.maxWaitMs: expected an integer >= 0"):
+        parse_endpoint_magic("s/e --function f --batch-size 32")
+
+
+def test_an_exception_fails_the_whole_batch(node):
+    answer = requests.post(run_url(node, "scores"), json={"x": 1, "fail": True}, timeout=30)
+    assert answer.status_code == 500 and "ValueError: a failing row" in answer.json()["message"]
+
+
+def test_the_openapi_document_describes_a_batched_endpoint_per_request(node):
+    document = requests.get(f"{node.url}/public/api/v1/shapes/openapi.json", timeout=10).json()
+    operation = document["paths"]["/public/api/v1/shapes/scores/run"]["post"]
+    request = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert request["properties"]["x"] == {"type": "integer"} and "x" in request["required"]
+    response = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert response["properties"]["response"]["type"] == "object"

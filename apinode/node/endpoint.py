@@ -15,6 +15,7 @@ import orjson
 
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
+from .batcher import Batcher
 from .errors import EndpointLoadFailed
 from .factory import PipelineFactory
 from .pipeline import ItemSink
@@ -50,10 +51,12 @@ class Endpoint:
             cwd=directory,
             env=env,
             max_result_bytes=settings.max_result_mb << 20,
+            batch=definition.batch is not None,
         )
         self.counts = PipelineCounts()
         self.factory = PipelineFactory(spec, settings.start, self.counts)
         self.pool = Pool(self.name, settings, self.factory, self.counts)
+        self.batcher = None if definition.batch is None else Batcher(self.pool, definition.batch)
         self.stats = EndpointStats()
         self._description: dict[str, Any] | None = None
         self._context = orjson.dumps(
@@ -95,7 +98,10 @@ class Endpoint:
         caller takes a stream (ProcessPipeline.call): a generator's answer then ends with the
         stream's end data, `{"timing", "apiContext"}`; any other function's is the usual one.
         """
-        reply, waited_ms = await self.pool.run(body, on_item)
+        if self.batcher is not None:  # a batched endpoint answers whole (its function returns lists)
+            reply, waited_ms = await self.batcher.run(body)
+        else:
+            reply, waited_ms = await self.pool.run(body, on_item)
         if reply.kind not in (framing.RESULT, framing.END):
             return Answer(reply.status, bytes(reply.payload))
         total_ms = (time.perf_counter() - received) * 1000

@@ -111,13 +111,23 @@ class Pool:
         if self.failure is not None:
             raise self.failure
 
-    async def run(self, body: bytes, on_item: ItemSink | None = None) -> tuple[Reply, float]:
-        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline). A streamed
+    async def run(
+        self, body: bytes | Callable[[], Awaitable[bytes]], on_item: ItemSink | None = None
+    ) -> tuple[Reply, float]:
+        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline). A body
+        still being gathered (a batch: apinode.node.batcher) is awaited once the pipeline is
+        held, before its executionTimeout starts. A streamed
         call (`on_item`, see ProcessPipeline.call) holds its pipeline, and its executionTimeout
         runs, until the stream ends."""
         queued_at = time.perf_counter()
         pipeline = await self._acquire()
         waited_ms = (time.perf_counter() - queued_at) * 1000
+        if not isinstance(body, bytes):
+            try:
+                body = await body()
+            except BaseException:
+                self._offer(pipeline)
+                raise
         deadline = self._arm_deadline(pipeline)
         try:
             reply = await pipeline.call(body, on_item)

@@ -61,6 +61,7 @@ class PipelineSpec:
     cwd: Path | None = None
     env: dict[str, str] | None = field(default=None, compare=False)
     max_result_bytes: int | None = None
+    batch: bool = False  # called with lists of requests (apinode.runtime.batch)
 
     def load_frame(self) -> bytes:
         load = {
@@ -69,6 +70,7 @@ class PipelineSpec:
             "function": self.function,
             "folders": [str(folder) for folder in self.folders],
             "maxResultBytes": self.max_result_bytes,
+            "batch": self.batch,
         }
         return framing.pack(framing.LOAD, orjson.dumps(load))
 

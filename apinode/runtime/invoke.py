@@ -61,6 +61,16 @@ def parse_request(body: bytes) -> dict[str, Any]:
     return params
 
 
+def parse_or_refuse(body: bytes) -> dict[str, Any] | Outcome:
+    """The request object, or the 400 that refuses the body."""
+    try:
+        return parse_request(body)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        return Outcome(400, error_json("BadRequest", f"the request body is not a JSON object: {exc}"), 0.0)
+    except RecursionError:
+        return Outcome(400, error_json("BadRequest", "the request body is nested too deeply to parse"), 0.0)
+
+
 def _refuse_lone_surrogates(params: dict[str, Any]) -> None:
     """A `\\udXXX` escape that is not half of a pair makes a string UTF-8 cannot hold."""
     try:
@@ -92,12 +102,9 @@ class Invoker:
         A generator function's items are encoded one by one: with `on_item` each is handed to it
         as it is produced (False from it closes the generator: the caller went away) and the
         outcome only ends the stream; without, they are answered together as a JSON list."""
-        try:
-            params = parse_request(body)
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            return Outcome(400, error_json("BadRequest", f"the request body is not a JSON object: {exc}"), 0.0)
-        except RecursionError:
-            return Outcome(400, error_json("BadRequest", "the request body is nested too deeply to parse"), 0.0)
+        params = parse_or_refuse(body)
+        if isinstance(params, Outcome):
+            return params
         try:
             if self.validate is not None:
                 self.validate(params)
@@ -110,13 +117,13 @@ class Invoker:
             if is_stream(result):
                 return self._stream(result, on_item, started)
         except Exception as exc:
-            return _raised(exc, started)
+            return raised(exc, started)
         elapsed = (time.perf_counter() - started) * 1000
         try:
             encoded = encode(result)
         except NotSerializable as exc:
             return Outcome(500, error_json("ResultNotSerializable", str(exc)), elapsed)
-        return self._sized(encoded, elapsed)
+        return self.sized(encoded, elapsed)
 
     def _stream(self, stream: Any, on_item: Callable[[bytes], bool] | None, started: float) -> Outcome:
         """Run a generator to its end (or until `on_item` says stop); what it raises, the caller
@@ -134,9 +141,10 @@ class Invoker:
                     break
         if on_item is not None:
             return Outcome(200, b"", _since(started), streamed=True)
-        return self._sized(b"[" + b",".join(collected) + b"]", _since(started))
+        return self.sized(b"[" + b",".join(collected) + b"]", _since(started))
 
-    def _sized(self, encoded: bytes, elapsed: float) -> Outcome:
+    def sized(self, encoded: bytes, elapsed: float) -> Outcome:
+        """A 200 with the encoded result, or the 500 that refuses it as too large."""
         if self.max_result_bytes is None or len(encoded) <= self.max_result_bytes:
             return Outcome(200, encoded, elapsed)
         return Outcome(500, error_json("ResultTooLarge", _too_large(len(encoded), self.max_result_bytes)), elapsed)
@@ -146,7 +154,7 @@ def _since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _raised(exc: Exception, started: float) -> Outcome:
+def raised(exc: Exception, started: float) -> Outcome:
     message = f"{type(exc).__name__}: {exc}"
     return Outcome(
         500,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import framing
+from .batch import BatchInvoker
 from .errors import error_report
 from .invoke import Invoker
 from .lifetime import Watchdog, end_group
@@ -34,14 +35,15 @@ USAGE = "usage: python -s <apinode runtime dir> --fd N --endpoint SERVICE/ENDPOI
 def _load(spec: dict[str, Any]) -> Invoker:
     name = endpoint_module_name(spec["name"])
     function = load_function_file(spec["code"], spec["function"], spec["folders"], name)
-    return Invoker(function, spec.get("maxResultBytes"))
+    invoker = BatchInvoker if spec.get("batch") else Invoker
+    return invoker(function, spec.get("maxResultBytes"))
 
 
 def _description(invoke: Invoker, spec: dict[str, Any]) -> bytes:
     """The READY payload: the function described for the OpenAPI document (runtime.schema).
     A hint that cannot be described must not fail the load: the node then documents it as is."""
     try:
-        return json.dumps(describe(invoke.function, spec["function"])).encode()
+        return json.dumps(describe(invoke.function, spec["function"], bool(spec.get("batch")))).encode()
     except Exception as exc:
         sys.stderr.write(f"[{spec['name']}] cannot describe the function for OpenAPI: {type(exc).__name__}: {exc}\n")
         return b""

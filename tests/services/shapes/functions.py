@@ -1,6 +1,7 @@
 import asyncio
 import os
 import time
+from typing import NotRequired, TypedDict
 
 CLIENT_LOOPS = []  # the loop a client built at initialization binds to on first use
 
@@ -41,3 +42,20 @@ def endless(limit=None):
         yield {"i": i, "pid": os.getpid()}
         i += 1
         time.sleep(0.01)
+
+
+class Row(TypedDict):
+    x: int
+    fail: NotRequired[bool]
+
+
+def scores(batch: list[Row]) -> list[dict]:
+    """A vectorized model: one call for the whole batch."""
+    if any(params.get("fail") for params in batch):
+        raise ValueError("a failing row")
+    time.sleep(0.05)
+    return [{"x": params["x"] * 2, "batchSize": len(batch)} for params in batch]
+
+
+def short(batch):
+    return batch[:-1]
