@@ -3,6 +3,8 @@ checked. One kernel per notebook: the scenario notebook runs once for the whole 
 
 from __future__ import annotations
 
+import re
+
 import nbformat
 import pytest
 from support import cell_text, execute_notebook
@@ -33,6 +35,16 @@ SCENARIO = {
     # Called as the magic syntax expands, so that `apinode build` does not read these cells.
     "bad option": "get_ipython().run_cell_magic('api_endpoint', 't/add --function add --ceil 0', 'x')",
     "bad queries": "get_ipython().run_cell_magic('api_test_queries', 't/add', '[{\"query\": {}}]')",
+    "async": "%%api_endpoint t/later --function later\nimport asyncio\n\nasync def later(x):\n"
+    "    await asyncio.sleep(0.01)\n    return {'x': x, 'loop': id(asyncio.get_running_loop())}",
+    "test async": '%api_test t/later {"x": 5}',
+    "test async again": '%api_test t/later {"x": 6}',
+    "generator": "%%api_endpoint t/tokens --function tokens\nasync def tokens(text):\n    for word in text.split():\n"
+    "        yield word",
+    "test generator": '%api_test t/tokens {"text": "a b c"}',
+    "batched": "%%api_endpoint t/doubled --function doubled --batch-size 8 --batch-wait-ms 5\n"
+    "def doubled(batch):\n    return [2 * params['x'] for params in batch]",
+    "test batched": '%api_test t/doubled {"x": 21}',
     "services": "%api_services",
     "export": "%api_export t -o t.zip",
 }
@@ -73,6 +85,24 @@ def test_queries_run_in_a_fresh_namespace(scenario):
     assert "500" in shown and "FunctionError: the function raised NameError" in shown
     assert "traceback of shift 'query'" in shown and "return x + OFFSET" in shown
     assert "NameError: name 'OFFSET' is not defined" in shown
+
+
+def test_an_async_function_is_awaited_on_one_loop_kept_across_calls(scenario):
+    first, again = (cell_text(scenario[1][name], "result") for name in ("test async", "test async again"))
+    assert "200" in first and '"x": 5' in first and "OK" in first
+    assert '"x": 6' in again
+    loop_ids = [re.search(r'"loop": (\d+)', shown).group(1) for shown in (first, again)]
+    assert loop_ids[0] == loop_ids[1]
+
+
+def test_a_generator_shows_its_items(scenario):
+    shown = cell_text(scenario[1]["test generator"], "result")
+    assert "200" in shown and '["a", "b", "c"]' in shown and "OK" in shown
+
+
+def test_a_batched_endpoint_takes_each_query_as_a_batch_of_one(scenario):
+    shown = cell_text(scenario[1]["test batched"], "result")
+    assert "200" in shown and "42" in shown and "OK" in shown
 
 
 def test_folders_are_relative_to_the_notebook(scenario):
@@ -133,6 +163,9 @@ def test_services_lists_the_registrations(scenario):
         ["t", "add", "add"],
         ["t", "shift", "shift"],
         ["t", "word", "word"],
+        ["t", "later", "later"],
+        ["t", "tokens", "tokens"],
+        ["t", "doubled", "doubled"],
         ["t2", "double", "double"],
     ]
     assert "floor=1 ceil=2 cruise=2 queue=16 timeout=10000" in shown

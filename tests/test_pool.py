@@ -33,7 +33,7 @@ class FakePipeline:
         self.memory = 10.0
         self.dead_on_arrival = False  # ended between its READY and the pool taking it
 
-    async def call(self, body: bytes) -> Reply:
+    async def call(self, body: bytes, on_item: object = None) -> Reply:
         self.gate = asyncio.get_running_loop().create_future()
         await self.gate
         return Reply(framing.RESULT, 200, 0.0, b"%d:%b" % (self.number, body))

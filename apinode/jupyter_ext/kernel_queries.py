@@ -18,6 +18,7 @@ from ..packaging.definitions import NO_EXPECTED
 from ..packaging.magic_syntax import ENDPOINT_MAGIC
 from ..packaging.notebooks import EndpointRegistration
 from ..results import QueryResult
+from ..runtime.batch import BatchInvoker
 from ..runtime.errors import error_json
 from ..runtime.invoke import Invoker, Outcome
 from ..runtime.loader import LoadError, endpoint_module_name, load_function
@@ -70,15 +71,16 @@ def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: s
     # Cached like an IPython cell, so that tracebacks show the endpoint's lines.
     linecache.cache[filename] = (len(registration.code), None, registration.code.splitlines(keepends=True), filename)
     try:
-        return Invoker(
-            load_function(
-                registration.code,
-                filename,
-                registration.magic.function,
-                [str(folder) for folder in folders],
-                endpoint_module_name(name),  # as pipelines do
-            )
+        function = load_function(
+            registration.code,
+            filename,
+            registration.magic.function,
+            [str(folder) for folder in folders],
+            endpoint_module_name(name),  # as pipelines do
         )
     except LoadError as error:
         failed = Outcome(500, error_json("EndpointLoadFailed", f"{name}: {error}"), 0.0, error.traceback or None)
         return lambda body: failed
+    if registration.magic.batch is not None:  # each query is a batch of one, as a lone request on a node
+        return BatchInvoker(function).alone
+    return Invoker(function)

@@ -10,14 +10,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
+from .batcher import Batcher
 from .errors import EndpointLoadFailed
 from .factory import PipelineFactory
+from .pipeline import ItemSink
 from .pool import Pool
 from .process import PipelineSpec
 from .stats import EndpointStats, PipelineCounts
@@ -50,10 +52,12 @@ class Endpoint:
             cwd=directory,
             env=env,
             max_result_bytes=settings.max_result_mb << 20,
+            batch=definition.batch is not None,
         )
         self.counts = PipelineCounts()
         self.factory = PipelineFactory(spec, settings.start, self.counts)
         self.pool = Pool(self.name, settings, self.factory, self.counts)
+        self.batcher = None if definition.batch is None else Batcher(self.pool, definition.batch)
         self.stats = EndpointStats()
         self._description: dict[str, Any] | None = None
         self._context = orjson.dumps(
@@ -89,20 +93,39 @@ class Endpoint:
         return described
 
     async def run(
-        self, body: bytes, received: float, on_acquired: Callable[[], None] | None = None
-    ) -> tuple[int, bytes]:
-        """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.
+        self,
+        body: bytes,
+        received: float,
+        on_item: ItemSink | None = None,
+        on_acquired: Callable[[], None] | None = None,
+    ) -> Answer:
+        """The answer; raises ApiError subclasses for what the pool refuses.
 
-        `received` is the `time.perf_counter()` at which the request arrived.
+        `received` is the `time.perf_counter()` at which the request arrived. With `on_item` the
+        caller takes a stream (ProcessPipeline.call): a generator's answer then ends with the
+        stream's end data, `{"timing", "apiContext"}`; any other function's is the usual one.
         """
-        reply, waited_ms = await self.pool.run(body, on_acquired)
-        if reply.kind != framing.RESULT:
-            return reply.status, bytes(reply.payload)
+        if self.batcher is not None:  # a batched endpoint answers whole (its function returns lists)
+            if on_acquired is not None:  # joined to a batch, a request stays in it (Pool.run)
+                on_acquired()
+            reply, waited_ms = await self.batcher.run(body)
+        else:
+            reply, waited_ms = await self.pool.run(body, on_item, on_acquired)
+        if reply.kind not in (framing.RESULT, framing.END):
+            return Answer(reply.status, bytes(reply.payload))
         total_ms = (time.perf_counter() - received) * 1000
-        envelope = b',"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
+        timing = b'"timing":{"wait":%.3f,"execution":%.3f,"total":%.3f},"apiContext":%b}' % (
             waited_ms,
             reply.execution_ms,
             total_ms,
             self._context,
         )
-        return 200, b"".join((b'{"response":', reply.payload, envelope))
+        if reply.kind == framing.END:
+            return Answer(200, b"{" + timing, ends_stream=True)
+        return Answer(200, b"".join((b'{"response":', reply.payload, b",", timing)))
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    ends_stream: bool = False  # the body is a stream's end data, its items already handed over

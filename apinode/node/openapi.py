@@ -100,10 +100,7 @@ def _operation(definition: ServiceDef, endpoint: EndpointDef, description: dict[
         "description": doc or f"Calls the function {function!r} with the body's attributes as its arguments.",
         "requestBody": {"required": bool(request.get("required")), "content": {"application/json": media}},
         "responses": {
-            "200": {
-                "description": "The function's result, in `response`",
-                "content": {"application/json": {"schema": _envelope(description.get("response") or {})}},
-            },
+            "200": _success(description),
             **{
                 status: {"description": why, "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA}}}}
                 for status, why in ERRORS.items()
@@ -112,6 +109,28 @@ def _operation(definition: ServiceDef, endpoint: EndpointDef, description: dict[
         },
     }
     return operation
+
+
+def _success(description: dict[str, Any]) -> dict[str, Any]:
+    result = description.get("response") or {}
+    if not description.get("stream"):
+        return {
+            "description": "The function's result, in `response`",
+            "content": {"application/json": {"schema": _envelope(result)}},
+        }
+    return {
+        "description": (
+            "The generator's items: as a list in `response` (application/json, the default); as "
+            "server-sent events with `Accept: text/event-stream` (`data: <item>` each, then `event: end` "
+            "with timing and apiContext, or `event: error` with the error object); as JSON lines with "
+            '`Accept: application/x-ndjson` (one item each, then a last line {"event": "end"|"error", "data": ...})'
+        ),
+        "content": {
+            "application/json": {"schema": _envelope({"type": "array", "items": result})},
+            "text/event-stream": {"schema": {"type": "string"}, "x-itemSchema": result},
+            "application/x-ndjson": {"schema": {"type": "string"}, "x-itemSchema": result},
+        },
+    }
 
 
 def _examples(endpoint: EndpointDef) -> dict[str, Any]:

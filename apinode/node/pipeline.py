@@ -16,7 +16,10 @@ from ..runtime import framing
 from .errors import PipelineDied
 from .process import PipelineSpec, ProcessDied, Reply, RuntimeProcess
 
-__all__ = ["PipelineSpec", "ProcessPipeline", "Reply"]
+__all__ = ["ItemSink", "PipelineSpec", "ProcessPipeline", "Reply"]
+
+ItemSink = Callable[[bytes | bytearray], bool]
+"""Takes one streamed item (its JSON); False when the caller is gone and wants no more."""
 
 
 class ProcessPipeline(RuntimeProcess):
@@ -34,10 +37,24 @@ class ProcessPipeline(RuntimeProcess):
         pipeline.ready_payload = await pipeline.load(spec)
         return pipeline
 
-    async def call(self, body: bytes) -> Reply:
-        """Run one request; PipelineDied if the process ends (or is killed) before answering."""
+    async def call(self, body: bytes, on_item: ItemSink | None = None) -> Reply:
+        """Run one request; PipelineDied if the process ends (or is killed) before answering.
+
+        With `on_item` the caller takes a stream: a generator's items go to it as they come, and
+        the reply is the END (or ERROR) that closes the stream. Once `on_item` says False (the
+        caller went away) the pipeline is told to close the generator, and the rest is dropped
+        until that END: the pipeline is then free for the next call."""
         try:
-            return await self.exchange(framing.pack(framing.CALL, body))
+            if on_item is None:
+                return await self.exchange(framing.pack(framing.CALL, body))
+            reply = await self.exchange(framing.pack(framing.CALL_STREAMED, body))
+            wanted = True
+            while reply.kind == framing.ITEM:
+                if wanted and not on_item(reply.payload):
+                    wanted = False
+                    self.send(framing.pack(framing.CANCEL))
+                reply = await self.next_frame()
+            return reply
         except ProcessDied as exc:
             raise PipelineDied(f"{self.name}: the pipeline died while handling the request") from exc
 

@@ -37,6 +37,7 @@ from typing import Protocol
 
 from ..packaging.definitions import PoolSettings
 from .errors import EndpointLoadFailed, ExecutionTimeout, PipelineDied, PoolClosed, QueueFull, QueueTimeout
+from .pipeline import ItemSink
 from .process import Reply
 from .stats import PipelineCounts
 
@@ -50,7 +51,7 @@ JITTER = 0.1  # maxRequests is stretched by up to this fraction, per pipeline
 class Pipeline(Protocol):
     """What the pool needs of a pipeline, wherever its process runs."""
 
-    async def call(self, body: bytes) -> Reply: ...
+    async def call(self, body: bytes, on_item: ItemSink | None = None) -> Reply: ...
     async def stop(self) -> None: ...
     async def kill(self) -> None: ...
     def memory_mb(self) -> float: ...
@@ -111,19 +112,33 @@ class Pool:
         if self.failure is not None:
             raise self.failure
 
-    async def run(self, body: bytes, on_acquired: Callable[[], None] | None = None) -> tuple[Reply, float]:
-        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline).
-
-        `on_acquired()` is called once a pipeline is the request's: cancelling before that only
-        takes the request out of the queue; cancelling after it stops the pipeline."""
+    async def run(
+        self,
+        body: bytes | Callable[[], Awaitable[bytes]],
+        on_item: ItemSink | None = None,
+        on_acquired: Callable[[], None] | None = None,
+    ) -> tuple[Reply, float]:
+        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline). A body
+        still being gathered (a batch: apinode.node.batcher) is awaited once the pipeline is
+        held, before its executionTimeout starts. A streamed
+        call (`on_item`, see ProcessPipeline.call) holds its pipeline, and its executionTimeout
+        runs, until the stream ends. `on_acquired()` is called once a pipeline is the request's:
+        cancelling before that only takes the request out of the queue; cancelling after it
+        stops the pipeline."""
         queued_at = time.perf_counter()
         pipeline = await self._acquire()
         if on_acquired is not None:
             on_acquired()
         waited_ms = (time.perf_counter() - queued_at) * 1000
+        if not isinstance(body, bytes):
+            try:
+                body = await body()
+            except BaseException:
+                self._offer(pipeline)
+                raise
         deadline = self._arm_deadline(pipeline)
         try:
-            reply = await pipeline.call(body)
+            reply = await pipeline.call(body, on_item)
         except PipelineDied:
             if pipeline in self._timed_out:
                 self._timed_out.discard(pipeline)

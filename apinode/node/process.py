@@ -20,6 +20,7 @@ grandchild may linger) and `exited()` runs once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import signal
@@ -60,6 +61,7 @@ class PipelineSpec:
     cwd: Path | None = None
     env: dict[str, str] | None = field(default=None, compare=False)
     max_result_bytes: int | None = None
+    batch: bool = False  # called with lists of requests (apinode.runtime.batch)
 
     def load_frame(self) -> bytes:
         load = {
@@ -68,6 +70,7 @@ class PipelineSpec:
             "function": self.function,
             "folders": [str(folder) for folder in self.folders],
             "maxResultBytes": self.max_result_bytes,
+            "batch": self.batch,
         }
         return framing.pack(framing.LOAD, orjson.dumps(load))
 
@@ -85,7 +88,8 @@ class ProcessDied(ConnectionError):
 
 
 class Channel(asyncio.BufferedProtocol):
-    """The node's end of the socket: one frame out, one frame back, one future per exchange.
+    """The node's end of the socket: one frame out, one frame back (or, for a streamed call, a
+    series of frames, each claimed with `expect`), one future per frame awaited.
 
     Frames are read into a scratch buffer; a payload larger than it is received in place into
     a buffer of its own size, so a large result crosses without being copied on the way.
@@ -100,7 +104,7 @@ class Channel(asyncio.BufferedProtocol):
         self._large_filled = 0
         self._large_header: tuple[int, int, float] = (0, 0, 0.0)
         self._reply: asyncio.Future[Reply] | None = None
-        self._unclaimed: Reply | None = None  # a frame that came before anyone expected it
+        self._unclaimed: collections.deque[Reply] = collections.deque()  # frames that came before anyone expected them
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,9 +113,8 @@ class Channel(asyncio.BufferedProtocol):
     def expect(self) -> asyncio.Future[Reply]:
         """The future of the next frame to come."""
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        if self._unclaimed is not None:
-            reply.set_result(self._unclaimed)
-            self._unclaimed = None
+        if self._unclaimed:
+            reply.set_result(self._unclaimed.popleft())
         elif self.closed:
             reply.set_exception(ProcessDied("channel closed"))
         else:
@@ -159,7 +162,7 @@ class Channel(asyncio.BufferedProtocol):
     def _deliver(self, kind: int, status: int, execution_ms: float, payload: bytes | bytearray) -> None:
         reply, self._reply = self._reply, None
         if reply is None:
-            self._unclaimed = Reply(kind, status, execution_ms, payload)
+            self._unclaimed.append(Reply(kind, status, execution_ms, payload))
         elif not reply.done():
             reply.set_result(Reply(kind, status, execution_ms, payload))
 
@@ -298,6 +301,15 @@ class RuntimeProcess:
 
     async def exchange(self, frame: bytes) -> Reply:
         return await self.channel.exchange(frame)
+
+    async def next_frame(self) -> Reply:
+        """The next frame of a call already under way (a streamed call's next item or its end)."""
+        return await self.channel.expect()
+
+    def send(self, frame: bytes) -> None:
+        """A frame that needs no answer of its own (CANCEL, during a streamed call)."""
+        if self.channel.transport is not None and not self.channel.closed:
+            self.channel.transport.write(frame)
 
     def memory_mb(self) -> float:
         """Resident memory (RSS, as `ps` and `top` show it), in MiB; 0 once the process is gone."""

@@ -34,6 +34,7 @@ from .handlers import BODY_LIMIT_OPTION, INTERNAL_ERROR, refuse_declared_body
 from .http_connection import Exchange, HttpConnection, RequestHead
 from .querylog import QueryLog
 from .service_manager import ServiceManager
+from .stream_answer import StreamAnswer, stream_format
 from .tornado_exchange import SLASHES, TornadoExchange
 
 CLIENT_GONE = 499
@@ -77,6 +78,7 @@ class RunCall:
         "running",
         "service_id",
         "size",
+        "stream",
         "task",
     )
 
@@ -94,6 +96,7 @@ class RunCall:
         self.refusal: ApiError | None = None  # answered once the request is read
         self.task: asyncio.Task[None] | None = None
         self.running = False  # a pipeline runs it: past the point where leaving costs nothing
+        self.stream: StreamAnswer | None = None  # when the caller accepts a streamed answer
 
     def start(self) -> None:
         head, max_bytes = self.head, self.router.max_body_bytes
@@ -128,7 +131,10 @@ class RunCall:
 
     def lost(self) -> None:
         """The client went away: a request still queued leaves the queue; a running call goes on
-        (the pipeline finishes it) and its answer is dropped."""
+        (the pipeline finishes it) and its answer is dropped; a stream stops at its next item
+        (the pipeline closes the generator)."""
+        if self.stream is not None:
+            self.stream.gone = True
         if self.task is not None and not self.running:
             self.task.cancel()
 
@@ -154,8 +160,13 @@ class RunCall:
             authorization = self.head.header(b"authorization")
             generation = service.pick(body, authorization.decode("latin-1") if authorization else None)
             endpoint = generation.endpoint(self.endpoint_id)
-            status, answer = await endpoint.run(body, self.received, self._acquired)
-            self._answer(status, answer)
+            stream = stream_format(self.head)
+            if stream is not None:
+                self.stream = StreamAnswer(self.connection, self, stream)
+            status, answer, ends_stream = await endpoint.run(
+                body, self.received, self.stream.item if self.stream else None, self._acquired
+            )
+            self._answer(status, answer, ends_stream=ends_stream)
         except asyncio.CancelledError:  # its caller went away while it was queued
             self.connection.lose(self)
             status = CLIENT_GONE  # counted, as nginx logs it: a storm of callers giving up shows
@@ -183,9 +194,15 @@ class RunCall:
             body if logs_parameters else None,
         )
 
-    def _answer(self, status: int, body: bytes, extra_headers: dict[str, str] | None = None) -> None:
+    def _answer(
+        self, status: int, body: bytes, extra_headers: dict[str, str] | None = None, ends_stream: bool = False
+    ) -> None:
         head = self.head
-        if self.connection.respond(self, status, body, extra_headers, head.method == "HEAD"):
+        if self.stream is not None and self.stream.end(body, ends_stream):
+            answered = not self.stream.gone
+        else:
+            answered = self.connection.respond(self, status, body, extra_headers, head.method == "HEAD")
+        if answered:
             log_access(
                 status, head.method, head.url, self.connection.remote_ip, 1000 * (time.perf_counter() - self.received)
             )

@@ -86,6 +86,12 @@ class Template(RuntimeProcess):
             ) from None
         return pipeline
 
+    async def stop(self, grace: float = 5.0) -> None:
+        """As any runtime process, once the second handle on its control socket is closed too:
+        the template sees the end of its channel only when both are."""
+        self._sender.close()
+        await super().stop(grace)
+
     def exited(self) -> None:
         self.alive = False
         self._sender.close()

@@ -278,7 +278,28 @@ class CodeEnv:
         return cls(requirements, None if wheelhouse is None else _text(wheelhouse, f"{where}.wheelhouse"))
 
 
-_ENDPOINT_KEYS = ("id", "type", "code", "function", "folders", "codeEnv", "pool", "testQueries")
+_ENDPOINT_KEYS = ("id", "type", "code", "function", "folders", "codeEnv", "pool", "testQueries", "batch")
+_BATCH_KEYS = ("maxSize", "maxWaitMs")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """An endpoint called with lists (DESIGN.md, "Function shapes"): up to `max_size` queued
+    requests gathered within `max_wait_ms` make one call."""
+
+    max_size: int
+    max_wait_ms: int
+
+    @classmethod
+    def from_json(cls, obj: object, where: str) -> BatchSettings:
+        obj = _object(obj, where, _BATCH_KEYS)
+        return cls(
+            _integer(obj.get("maxSize", _ABSENT), f"{where}.maxSize", 1),
+            _integer(obj.get("maxWaitMs", _ABSENT), f"{where}.maxWaitMs", 0),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"maxSize": self.max_size, "maxWaitMs": self.max_wait_ms}
 
 
 @dataclass(frozen=True)
@@ -293,6 +314,7 @@ class EndpointDef:
     pool: PoolSettings = PoolSettings()
     test_queries: tuple[TestQuery, ...] = ()
     type: str = ENDPOINT_TYPE
+    batch: BatchSettings | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -306,6 +328,8 @@ class EndpointDef:
         }
         if self.code_env is not None:
             out["codeEnv"] = self.code_env.to_json()
+        if self.batch is not None:
+            out["batch"] = self.batch.to_json()
         return out
 
     @classmethod
@@ -320,6 +344,7 @@ class EndpointDef:
         if not isinstance(function, str) or not is_function_name(function):
             _fail(f"{where}.function", "the name of a Python function", function)
         code_env = obj.get("codeEnv")
+        batch = obj.get("batch")
         return cls(
             id=endpoint_id,
             code=code,
@@ -329,6 +354,7 @@ class EndpointDef:
             pool=PoolSettings.from_json(obj.get("pool", {}), f"{where}.pool"),
             test_queries=parse_test_queries(obj.get("testQueries", []), f"{where}.testQueries"),
             type=kind,
+            batch=None if batch is None else BatchSettings.from_json(batch, f"{where}.batch"),
         )
 
 

@@ -12,14 +12,23 @@ import shlex
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from .definitions import ID_PATTERN, START_METHODS, CodeEnv, DefinitionError, PoolSettings, is_function_name
+from .definitions import (
+    ID_PATTERN,
+    START_METHODS,
+    BatchSettings,
+    CodeEnv,
+    DefinitionError,
+    PoolSettings,
+    is_function_name,
+)
 
 ENDPOINT_MAGIC = "%%api_endpoint"
 TEST_QUERIES_MAGIC = "%%api_test_queries"
 ENDPOINT_USAGE = (
     "usage: %%api_endpoint SERVICE/ENDPOINT --function NAME [--folder PATH]... "
     "[--requirement REQ]... [--floor N] [--ceil N] [--cruise N] [--queue N] [--timeout MS] "
-    "[--start fork|spawn] [--execution-timeout MS] [--max-requests N] [--max-memory-mb MB]"
+    "[--start fork|spawn] [--execution-timeout MS] [--max-requests N] [--max-memory-mb MB] "
+    "[--batch-size N --batch-wait-ms MS]"
 )
 TEST_QUERIES_USAGE = "usage: %%api_test_queries SERVICE/ENDPOINT"
 _POOL_OPTIONS = {
@@ -50,6 +59,8 @@ class EndpointMagic:
     requirements: tuple[str, ...] = ()
     pool: dict[str, int | str] = field(default_factory=dict)
     """Only the pool settings given, by their JSON names (floor, ..., executionTimeout, start)."""
+    batch: dict[str, int] | None = None
+    """The endpoint's "batch" ({"maxSize", "maxWaitMs"}), when it is called with lists."""
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -70,6 +81,8 @@ def _endpoint_parser() -> UsageParser:
     for option, name in _POOL_OPTIONS.items():
         parser.add_argument(f"--{option}", dest=name, type=int)
     parser.add_argument("--start", choices=START_METHODS)
+    parser.add_argument("--batch-size", dest="maxSize", type=int)
+    parser.add_argument("--batch-wait-ms", dest="maxWaitMs", type=int)
     return parser
 
 
@@ -112,7 +125,15 @@ def parse_endpoint_magic(line: str) -> EndpointMagic:
         CodeEnv.from_json({"requirements": list(args.requirements)}, "codeEnv")
     except DefinitionError as error:
         raise MagicUsageError(f"--requirement: {error}; {ENDPOINT_USAGE}") from None
-    return EndpointMagic(service, endpoint, args.function, tuple(args.folders), tuple(args.requirements), pool)
+    batch = {key: getattr(args, key) for key in ("maxSize", "maxWaitMs") if getattr(args, key) is not None}
+    if batch:
+        try:
+            BatchSettings.from_json(batch, "batch")
+        except DefinitionError as error:
+            raise MagicUsageError(f"--batch-size and --batch-wait-ms: {error}; {ENDPOINT_USAGE}") from None
+    return EndpointMagic(
+        service, endpoint, args.function, tuple(args.folders), tuple(args.requirements), pool, batch or None
+    )
 
 
 def parse_test_queries_magic(line: str) -> tuple[str, str]:

@@ -83,6 +83,8 @@ def _endpoint_json(registration: EndpointRegistration) -> dict[str, Any]:
     }
     if magic.requirements:
         out["codeEnv"] = {"requirements": list(magic.requirements)}
+    if magic.batch is not None:
+        out["batch"] = dict(magic.batch)
     return out
 
 

@@ -11,10 +11,12 @@ import re
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 from .binding import Binder, BindingError
+from .coroutines import is_stream, items, resolve
 from .errors import error_json
 from .results import NotSerializable, encode
 from .validation import Invalid, Validator
@@ -26,6 +28,7 @@ class Outcome:
     payload: bytes  # the result as JSON when status is 200, else the error body
     execution_ms: float  # time inside the function
     traceback: str | None = None  # for the author's eyes (node log, kernel), never for callers
+    streamed: bool = False  # the items went to `on_item`; this outcome ends the stream
 
     @property
     def ok(self) -> bool:
@@ -58,6 +61,16 @@ def parse_request(body: bytes) -> dict[str, Any]:
     return params
 
 
+def parse_or_refuse(body: bytes) -> dict[str, Any] | Outcome:
+    """The request object, or the 400 that refuses the body."""
+    try:
+        return parse_request(body)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        return Outcome(400, error_json("BadRequest", f"the request body is not a JSON object: {exc}"), 0.0)
+    except RecursionError:
+        return Outcome(400, error_json("BadRequest", "the request body is nested too deeply to parse"), 0.0)
+
+
 def _refuse_lone_surrogates(params: dict[str, Any]) -> None:
     """A `\\udXXX` escape that is not half of a pair makes a string UTF-8 cannot hold."""
     try:
@@ -83,13 +96,15 @@ class Invoker:
         self.validate = validator if validator else None
         self.max_result_bytes = max_result_bytes
 
-    def __call__(self, body: bytes) -> Outcome:
-        try:
-            params = parse_request(body)
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            return Outcome(400, error_json("BadRequest", f"the request body is not a JSON object: {exc}"), 0.0)
-        except RecursionError:
-            return Outcome(400, error_json("BadRequest", "the request body is nested too deeply to parse"), 0.0)
+    def __call__(self, body: bytes, on_item: Callable[[bytes], bool] | None = None) -> Outcome:
+        """The answer to one request body.
+
+        A generator function's items are encoded one by one: with `on_item` each is handed to it
+        as it is produced (False from it closes the generator: the caller went away) and the
+        outcome only ends the stream; without, they are answered together as a JSON list."""
+        params = parse_or_refuse(body)
+        if isinstance(params, Outcome):
+            return params
         try:
             if self.validate is not None:
                 self.validate(params)
@@ -98,24 +113,55 @@ class Invoker:
             return Outcome(400, error_json("InvalidParameters", str(exc)), 0.0)
         started = time.perf_counter()
         try:
-            result = self.function(*args, **kwargs)
+            result = resolve(self.function(*args, **kwargs))
+            if is_stream(result):
+                return self._stream(result, on_item, started)
         except Exception as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            message = f"{type(exc).__name__}: {exc}"
-            return Outcome(
-                500,
-                error_json("FunctionError", f"the function raised {message}", message),
-                elapsed,
-                traceback.format_exc(),
-            )
+            return raised(exc, started)
         elapsed = (time.perf_counter() - started) * 1000
         try:
             encoded = encode(result)
         except NotSerializable as exc:
             return Outcome(500, error_json("ResultNotSerializable", str(exc)), elapsed)
+        return self.sized(encoded, elapsed)
+
+    def _stream(self, stream: Any, on_item: Callable[[bytes], bool] | None, started: float) -> Outcome:
+        """Run a generator to its end (or until `on_item` says stop); what it raises, the caller
+        reports as the function's exception."""
+        collected: list[bytes] = []
+        with closing(items(stream)) as produced:
+            for item in produced:
+                try:
+                    encoded = encode(item)
+                except NotSerializable as exc:
+                    return Outcome(500, error_json("ResultNotSerializable", str(exc)), _since(started))
+                if on_item is None:
+                    collected.append(encoded)
+                elif not on_item(encoded):
+                    break
+        if on_item is not None:
+            return Outcome(200, b"", _since(started), streamed=True)
+        return self.sized(b"[" + b",".join(collected) + b"]", _since(started))
+
+    def sized(self, encoded: bytes, elapsed: float) -> Outcome:
+        """A 200 with the encoded result, or the 500 that refuses it as too large."""
         if self.max_result_bytes is None or len(encoded) <= self.max_result_bytes:
             return Outcome(200, encoded, elapsed)
         return Outcome(500, error_json("ResultTooLarge", _too_large(len(encoded), self.max_result_bytes)), elapsed)
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def raised(exc: Exception, started: float) -> Outcome:
+    message = f"{type(exc).__name__}: {exc}"
+    return Outcome(
+        500,
+        error_json("FunctionError", f"the function raised {message}", message),
+        _since(started),
+        traceback.format_exc(),
+    )
 
 
 def _too_large(size: int, limit: int) -> str:

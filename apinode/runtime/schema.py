@@ -6,8 +6,9 @@ is what runtime.validation checks: both read hints through runtime.hints.
 
 The description, as JSON:
     {"function": name, "doc": docstring or null, "request": schema of the body object,
-     "response": schema of the result, "schemas": named schemas (pydantic's $defs) that the
-     others refer to as "#/components/schemas/NAME"}
+     "response": schema of the result (of each item, for a generator), "schemas": named schemas
+     (pydantic's $defs) that the others refer to as "#/components/schemas/NAME",
+     "stream": whether the function is a generator (sync or async), whose items can stream}
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import inspect
+import typing
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -113,10 +115,14 @@ class _Schemas:
         return described
 
 
-def describe(function: Callable[..., Any], name: str) -> dict[str, Any]:
-    """The function's description (see the module's docstring)."""
+def describe(function: Callable[..., Any], name: str, batched: bool = False) -> dict[str, Any]:
+    """The function's description (see the module's docstring). A batched function is described
+    per request, as callers see it: the request is an item of its one parameter's list hint,
+    the response an item of its return hint's."""
     found = hints.type_hints(function)
     schemas = _Schemas()
+    if batched:
+        return _batched(function, name, found, schemas)
     properties: dict[str, Any] = {}
     required: list[str] = []
     takes_var_keyword = False
@@ -138,10 +144,36 @@ def describe(function: Callable[..., Any], name: str) -> dict[str, Any]:
     request: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": takes_var_keyword}
     if required:
         request["required"] = required
+    streams = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+    result = found.get("return")
+    if streams and result is not None:
+        result = _item_hint(result)
     return {
         "function": name,
         "doc": inspect.getdoc(function),
         "request": request,
-        "response": schemas.schema(found["return"]) if "return" in found else {},
+        "response": schemas.schema(result) if result is not None else {},
         "schemas": schemas.named,
+        "stream": streams,
     }
+
+
+def _batched(function: Callable[..., Any], name: str, found: dict[str, Any], schemas: _Schemas) -> dict[str, Any]:
+    parameters = list(inspect.signature(function).parameters)
+    request_hint = _item_hint(found[parameters[0]]) if parameters and parameters[0] in found else None
+    response_hint = _item_hint(found["return"]) if "return" in found else None
+    return {
+        "function": name,
+        "doc": inspect.getdoc(function),
+        "request": schemas.schema(request_hint) if request_hint is not None else {"type": "object"},
+        "response": schemas.schema(response_hint) if response_hint is not None else {},
+        "schemas": schemas.named,
+        "stream": False,
+    }
+
+
+def _item_hint(hint: Any) -> Any:
+    """What a generator's return hint (`Iterator[X]`, `Generator[X, ...]`, `AsyncIterator[X]`)
+    or a batch's list hint (`list[X]`) says of each item: X, or None when it does not say."""
+    args = typing.get_args(hint)
+    return args[0] if args else None

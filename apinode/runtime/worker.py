@@ -14,12 +14,15 @@ ends its group: nothing user code started survives it.
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import framing
+from .batch import BatchInvoker
 from .errors import error_report
 from .invoke import Invoker
 from .lifetime import Watchdog, end_group
@@ -32,14 +35,15 @@ USAGE = "usage: python -s <apinode runtime dir> --fd N --endpoint SERVICE/ENDPOI
 def _load(spec: dict[str, Any]) -> Invoker:
     name = endpoint_module_name(spec["name"])
     function = load_function_file(spec["code"], spec["function"], spec["folders"], name)
-    return Invoker(function, spec.get("maxResultBytes"))
+    invoker = BatchInvoker if spec.get("batch") else Invoker
+    return invoker(function, spec.get("maxResultBytes"))
 
 
 def _description(invoke: Invoker, spec: dict[str, Any]) -> bytes:
     """The READY payload: the function described for the OpenAPI document (runtime.schema).
     A hint that cannot be described must not fail the load: the node then documents it as is."""
     try:
-        return json.dumps(describe(invoke.function, spec["function"])).encode()
+        return json.dumps(describe(invoke.function, spec["function"], bool(spec.get("batch")))).encode()
     except Exception as exc:
         sys.stderr.write(f"[{spec['name']}] cannot describe the function for OpenAPI: {type(exc).__name__}: {exc}\n")
         return b""
@@ -65,17 +69,36 @@ def load(channel: socket.socket) -> Invoker | None:
 
 
 def serve_calls(channel: socket.socket, invoke: Invoker) -> None:
-    """Answer CALL frames until the node closes the channel."""
+    """Answer CALL and CALL_STREAMED frames until the node closes the channel."""
     while True:
         try:
-            _, _, _, body = framing.receive(channel)
+            kind, _, _, body = framing.receive(channel)
         except EOFError:
             return
-        outcome = invoke(body)
+        on_item = _item_sender(channel) if kind == framing.CALL_STREAMED else None
+        outcome = invoke(body, on_item)
         if outcome.traceback:
             sys.stderr.write(error_report(f"the function raised:\n{outcome.traceback}"))
-        kind = framing.RESULT if outcome.ok else framing.ERROR
+        if not outcome.ok:
+            kind = framing.ERROR
+        else:
+            kind = framing.END if outcome.streamed else framing.RESULT
         framing.send(channel, kind, outcome.payload, outcome.status, outcome.execution_ms)
+
+
+def _item_sender(channel: socket.socket) -> Callable[[bytes], bool]:
+    """Sends each item as an ITEM frame; False once the node has sent CANCEL (read between
+    items, without waiting), so that the generator is closed before it produces more."""
+
+    def send_item(item: bytes) -> bool:
+        framing.send(channel, framing.ITEM, item)
+        readable, _, _ = select.select([channel], [], [], 0)
+        if not readable:
+            return True
+        kind, _, _, _ = framing.receive(channel)  # EOFError: the node is gone, and so are we
+        return kind != framing.CANCEL
+
+    return send_item
 
 
 def _run_pipeline(channel: socket.socket) -> None:
