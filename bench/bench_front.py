@@ -91,18 +91,27 @@ class Server:
 
 
 def start_servers(service: Path) -> list[Server]:
+    """Every server, started one after the other; those started are stopped if one fails."""
     python = sys.executable
-    return [
-        Server("apinode", NodeProcess("run", str(service))),
-        Server("apinode, query log off", NodeProcess("run", str(service), "--no-query-log")),
-        Server("fastapi+uvicorn 1 worker", NodeProcess(program=(python, str(ROOT / "bench" / "fastapi_app.py")))),
-        Server(
-            "fastapi+uvicorn 2 workers",
-            NodeProcess("--workers", "2", program=(python, str(ROOT / "bench" / "fastapi_app.py"))),
-            http_in_children=True,
+    fastapi = (python, str(ROOT / "bench" / "fastapi_app.py"))
+    starts = [
+        lambda: Server("apinode", NodeProcess("run", str(service))),
+        lambda: Server("apinode, query log off", NodeProcess("run", str(service), "--no-query-log")),
+        lambda: Server("fastapi+uvicorn 1 worker", NodeProcess(program=fastapi)),
+        lambda: Server(
+            "fastapi+uvicorn 2 workers", NodeProcess("--workers", "2", program=fastapi), http_in_children=True
         ),
-        Server("bare tornado", NodeProcess(program=(python, str(ROOT / "bench" / "bare_app.py")))),
+        lambda: Server("bare tornado", NodeProcess(program=(python, str(ROOT / "bench" / "bare_app.py")))),
     ]
+    servers: list[Server] = []
+    try:
+        for start in starts:
+            servers.append(start())
+    except BaseException:
+        for server in servers:
+            server.process.stop()
+        raise
+    return servers
 
 
 def profile(server: Server, seconds: float) -> str:
