@@ -9,17 +9,21 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
+from . import ray as ray_cluster
 from .errors import EndpointLoadFailed
 from .factory import PipelineFactory
 from .pool import Pool
 from .process import PipelineSpec
 from .stats import EndpointStats, PipelineCounts
+
+if TYPE_CHECKING:
+    from .ray.factory import RayPipelineFactory
 
 
 class Endpoint:
@@ -51,7 +55,13 @@ class Endpoint:
             max_result_bytes=settings.max_result_mb << 20,
         )
         self.counts = PipelineCounts()
-        self.factory = PipelineFactory(spec, settings.start, self.counts)
+        self.factory: PipelineFactory | RayPipelineFactory
+        if ray_cluster.connected():  # --ray: its pipelines go to the cluster (apinode.node.ray)
+            from .ray.factory import RayPipelineFactory
+
+            self.factory = RayPipelineFactory(spec, self.counts, definition.resources)
+        else:
+            self.factory = PipelineFactory(spec, settings.start, self.counts)
         self.pool = Pool(self.name, settings, self.factory, self.counts)
         self.stats = EndpointStats()
         self._description: dict[str, Any] | None = None
