@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def cluster():
         for index in range(2)
     ]
     cluster.wait_for_nodes()
+    cluster.temp_dir = temp  # for nodes added later
     yield cluster, workers
     cluster.shutdown()
 
@@ -170,3 +172,49 @@ def test_a_cluster_that_cannot_be_reached_is_said_and_the_node_exits_non_zero(tm
     )
     assert ran.returncode != 0
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in ran.stderr
+
+
+def metric(node, name: str, endpoint: str) -> float:
+    for line in requests.get(f"{node.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + "{") and f'endpoint="{endpoint}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} for {endpoint}")
+
+
+def where_two_calls_run(node) -> set[int]:
+    with ThreadPoolExecutor(2) as threads:
+        responses = list(threads.map(lambda _: call(node, "spread", {"delay": 0.3}), range(2)))
+    return {response.json()["response"] for response in responses if response.status_code == 200}
+
+
+def test_a_ray_node_lost_under_load_fails_only_its_running_requests_and_a_node_added_is_used(node, cluster):
+    """Last: it removes a worker. The lost pipeline's replacement waits for room (the other
+    worker has one CPU free, the endpoint's pipelines take two), says so in the metrics, and
+    lands on the node added afterwards."""
+    ray_cluster, workers = cluster
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            response = call(node, "spread", {"delay": 0.05})
+            answers.append((response.status_code, response.text))
+
+    with ThreadPoolExecutor(4) as threads:
+        for _ in range(4):
+            threads.submit(load)
+        eventually(lambda: len(answers) > 20, timeout=30)
+        ray_cluster.remove_node(workers[0], allow_graceful=False)
+        removed_at = len(answers)
+        eventually(lambda: len(answers) > removed_at + 40, timeout=60)
+        stop.set()
+    failed = [(status, text) for status, text in answers if status != 200]
+    assert len(failed) <= 1, failed  # one pipeline ran there: at most its one request
+    assert all(status == 500 and "PipelineDied" in text for status, text in failed), failed
+    eventually(lambda: metric(node, "apinode_pipelines_waiting_for_resources", "spread") == 1, timeout=30)
+    assert where_two_calls_run(node) == {raylet_pid(workers[1])}  # served meanwhile, by the one left
+
+    added = ray_cluster.add_node(num_cpus=3, include_dashboard=False, temp_dir=ray_cluster.temp_dir)
+    eventually(lambda: metric(node, "apinode_pipelines_waiting_for_resources", "spread") == 0, timeout=60)
+    both = {raylet_pid(workers[1]), raylet_pid(added)}
+    eventually(lambda: where_two_calls_run(node) == both, timeout=30)  # once its template has loaded there

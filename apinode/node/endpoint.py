@@ -95,7 +95,18 @@ class Endpoint:
         described: dict[str, Any] = {"start": self.factory.start, "loadFailed": self.failure is not None}
         if self.factory.fallback is not None:
             described["startFallback"] = self.factory.fallback
+        if ray_cluster.connected():
+            described["waitingForResources"] = self.counts.waiting_for_resources
         return described
+
+    async def start(self) -> None:
+        """Start the pool's floor (EndpointLoadFailed). On a Ray cluster, floor pipelines still
+        waiting for resources do not hold it: the pool serves with those it has, and the others
+        join as the cluster makes room."""
+        if isinstance(self.factory, PipelineFactory):
+            await self.pool.start()
+        else:
+            await self.factory.until_placed(self.pool.start())
 
     async def run(self, body: bytes, received: float) -> tuple[int, bytes]:
         """(status, body) of the answer; raises ApiError subclasses for what the pool refuses.

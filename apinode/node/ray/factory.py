@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
@@ -185,6 +185,11 @@ async def _connect(host: str, port: int, key: bytes) -> socket.socket:
     return sock
 
 
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s", task.exception())
+
+
 async def _remote(ref: Any) -> Any:
     """Await a Ray call; an error raised by our own code there comes back as itself."""
     try:
@@ -213,20 +218,21 @@ class RayPipelineFactory:
         self.counts = counts
         self.bundle = bundle(resources)
         self.ready_payload: bytes | None = None
-        self.waiting = 0
-        """Pipelines waiting for the cluster to have their resources (admin API, metrics)."""
+        self._starting = 0
+        self._changed = asyncio.Event()  # a start began, ended or got its resources
         self._hosts: dict[str, asyncio.Future[_Host]] = {}
         self._groups: set[PlacementGroup] = set()
 
     async def __call__(self) -> RayPipeline:
         group = placement_group([self.bundle])
         self._groups.add(group)
+        self._starting += 1
         try:
-            self.waiting += 1
+            self._count_waiting(+1)
             try:
                 await group.ready()
             finally:
-                self.waiting -= 1
+                self._count_waiting(-1)
             node_id = placement_group_table(group)["bundles_to_node_id"][0]
             host = await self._host_on(node_id)
             pipeline = await host.fork(self.spec.name, node_id, group)
@@ -235,8 +241,34 @@ class RayPipelineFactory:
             raise
         finally:
             self._groups.discard(group)
+            self._starting -= 1
+            self._changed.set()
         self.counts.forks += 1
         return pipeline
+
+    def _count_waiting(self, change: int) -> None:
+        self.counts.waiting_for_resources += change
+        self._changed.set()
+
+    async def until_placed(self, starting: Awaitable[None]) -> None:
+        """Await `starting` (the pool's start) until it is done, or until every start still under
+        way is waiting for resources: that one goes on in the background."""
+        task = asyncio.ensure_future(starting)
+        while not task.done():
+            if self._starting and self._starting == self.counts.waiting_for_resources:
+                log.warning(
+                    "%s: %d pipeline(s) wait for the Ray cluster to have %s free; serving without them meanwhile",
+                    self.spec.name,
+                    self._starting,
+                    self.bundle,
+                )
+                task.add_done_callback(_retrieve)
+                return
+            self._changed.clear()
+            changed = asyncio.ensure_future(self._changed.wait())
+            await asyncio.wait({task, changed}, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+        task.result()
 
     async def _host_on(self, node_id: str) -> _Host:
         started = self._hosts.get(node_id)
