@@ -49,7 +49,7 @@ ENDPOINTS = {
     ),
     # a custom resource only worker 1 has
     "pinned": (
-        WHERE + "def pinned():\n    return raylet()\n",
+        WHERE + "def pinned():\n    return [raylet(), os.getcwd()]\n",
         {"floor": 1, "ceil": 1, "cruise": 1},
         {"cpus": 0, "custom": {"w1": 1}},
     ),
@@ -112,7 +112,10 @@ def test_pipelines_spread_over_ray_nodes_by_their_resources(node, cluster):
     assert all(response.status_code == 200 for response in responses), [r.text for r in responses]
     seen = {raylets[response.json()["response"]] for response in responses}
     assert seen == {0, 1}  # two idle pipelines, one per worker: the pool uses both
-    assert {raylets[call(node, "pinned").json()["response"]] for _ in range(5)} == {1}
+    answers = [call(node, "pinned").json()["response"] for _ in range(5)]
+    assert {raylets[raylet] for raylet, _ in answers} == {1}
+    # its code came through the object store, unpacked on the Ray node, not read from the node's data dir
+    assert all("/apinode-ray-bundles/" in cwd for _, cwd in answers), answers
 
 
 def test_nothing_listens_beyond_loopback(node):

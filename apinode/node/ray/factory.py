@@ -20,10 +20,14 @@ Concurrent starts on one Ray node share one template start.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import logging
 import os
 import socket
+import tarfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -125,8 +129,8 @@ class _Host:
         self.gone = False
         self._lifeline: asyncio.Task[None] | None = None
 
-    async def start(self, spec: PipelineSpec) -> None:
-        self.ready_payload = await _remote(self.actor.start.remote(spec))
+    async def start(self, spec: PipelineSpec, archive: tuple[str, list[Any]]) -> None:
+        self.ready_payload = await _remote(self.actor.start.remote(spec, *archive))
         self._lifeline = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
@@ -200,6 +204,13 @@ async def _remote(ref: Any) -> Any:
         raise
 
 
+def _tar(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(directory, arcname=".")
+    return buffer.getvalue()
+
+
 def bundle(resources: Resources) -> dict[str, float]:
     """What one pipeline reserves, in Ray's names (zero amounts left out: Ray refuses them)."""
     reserved = {"CPU": resources.cpus, "GPU": resources.gpus, "memory": float(resources.memory_mb << 20)}
@@ -219,6 +230,7 @@ class RayPipelineFactory:
         self.bundle = bundle(resources)
         self.ready_payload: bytes | None = None
         self._starting = 0
+        self._archived: tuple[str, list[Any]] | None = None
         self._changed = asyncio.Event()  # a start began, ended or got its resources
         self._hosts: dict[str, asyncio.Future[_Host]] = {}
         self._groups: set[PlacementGroup] = set()
@@ -282,13 +294,22 @@ class RayPipelineFactory:
     async def _start_host(self, node_id: str) -> _Host:
         host = _Host(node_id)
         try:
-            await host.start(self.spec)
+            await host.start(self.spec, await self._archive())
         except BaseException:
             await host.stop()
             raise
         if self.ready_payload is None:
             self.ready_payload = host.ready_payload
         return host
+
+    async def _archive(self) -> tuple[str, list[Any]]:
+        """(digest, [ObjectRef]) of the generation's directory as a tar, put once in the object
+        store (in a list, so that a host fetches it only if it needs it)."""
+        if self._archived is None:
+            assert self.spec.cwd is not None
+            data = await asyncio.to_thread(_tar, self.spec.cwd)
+            self._archived = (hashlib.sha256(data).hexdigest(), [ray.put(data)])
+        return self._archived
 
     async def close(self) -> None:
         """Stop the template hosts and give back what is reserved, once the pool has stopped the pipelines."""

@@ -11,6 +11,10 @@ proves it comes from the node that holds the pipeline's key (a nonce, answered w
 HMAC-SHA256 of the key, `answer`), closes the listener and hands the connection to a forked
 pipeline as its channel. Anyone else reaching the port is dropped.
 
+No shared file system is needed: the node puts the generation's directory, as a tar, in Ray's
+object store once; a host fetches it only when its Ray node does not have it yet (by digest),
+so it crosses the network once per Ray node, not once per pipeline.
+
 The actor reserves nothing (`num_cpus=0`): a pipeline's resources are held by its placement
 group, which the node created and owns. `lifeline` never returns: the node awaits it, and its
 failure (the actor died, its Ray node was lost) is how the node learns that every pipeline here
@@ -25,14 +29,23 @@ connection, or the node itself goes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
+import io
 import os
+import shutil
 import socket
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from ..process import PipelineSpec
 from ..template import Template
 
+BUNDLES = Path(tempfile.gettempdir()) / "apinode-ray-bundles"
+"""Where generations' files are unpacked on a Ray node, one directory per content digest."""
 NONCE_BYTES = 16
 ACCEPT_TIMEOUT = 30.0  # seconds for the node to connect to a pipeline's listener (one round trip)
 
@@ -47,8 +60,18 @@ class TemplateHost:
         self._template: Template | None = None
         self._listeners: dict[int, socket.socket] = {}
 
-    async def start(self, spec: PipelineSpec) -> bytes:
-        """Start the template and load the endpoint; READY's payload (EndpointLoadFailed)."""
+    async def start(self, spec: PipelineSpec, digest: str, archive: list[Any]) -> bytes:
+        """Start the template and load the endpoint from its generation's files (`archive`, a
+        tar in the object store, fetched only if this Ray node lacks `digest`); READY's payload
+        (EndpointLoadFailed)."""
+        assert spec.cwd is not None
+        here = await _unpacked(digest, archive[0])
+        spec = dataclasses.replace(
+            spec,
+            code=here / spec.code.relative_to(spec.cwd),
+            folders=tuple(here / folder.relative_to(spec.cwd) for folder in spec.folders),
+            cwd=here,
+        )
         self._template = await Template.start(spec)
         return bytes(self._template.ready_payload)
 
@@ -104,6 +127,24 @@ class TemplateHost:
     async def stop(self) -> None:
         if self._template is not None:
             await self._template.stop()
+
+
+async def _unpacked(digest: str, archive: Any) -> Path:
+    """The generation's files on this Ray node, under BUNDLES/digest: fetched and unpacked by
+    the first host that needs them (a rename makes them appear whole), found by the others."""
+    target = BUNDLES / digest
+    if target.is_dir():
+        return target
+    data = await archive
+    BUNDLES.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=BUNDLES, prefix=".unpacking-"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(staging, filter="data")
+    try:
+        staging.rename(target)
+    except OSError:  # another host unpacked it meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 async def _receive(loop: asyncio.AbstractEventLoop, connection: socket.socket, size: int) -> bytes:
