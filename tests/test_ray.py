@@ -18,6 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dataikuapi
 import psutil
 import pytest
 import requests
@@ -26,7 +27,10 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray address 127.0
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 pytest.importorskip("ray")
 from ray.cluster_utils import Cluster
-from support import NodeProcess, eventually
+from support import NodeProcess, eventually, make_admin_key
+
+from apinode.packaging.bundles import write_bundle
+from apinode.packaging.staging import stage_directory
 
 WHERE = (
     "import os, time\n\n"
@@ -175,6 +179,67 @@ def test_a_cluster_that_cannot_be_reached_is_said_and_the_node_exits_non_zero(tm
     )
     assert ran.returncode != 0
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in ran.stderr
+
+
+def generation_bundle(directory: Path, generation: str) -> Path:
+    source = directory / generation
+    source.mkdir(parents=True)
+    (source / "which.py").write_text(
+        f"import time\n\ndef which(delay=0.0):\n    time.sleep(delay)\n    return {generation!r}\n"
+    )
+    endpoint = {
+        "id": "which",
+        "code": "which.py",
+        "function": "which",
+        "pool": {"floor": 2, "cruise": 2, "ceil": 2},
+        "resources": {"cpus": 0.25},
+    }
+    (source / "service.json").write_text(json.dumps({"id": "busy", "endpoints": [endpoint]}))
+    bundle = directory / f"{generation}.zip"
+    write_bundle(stage_directory(source), bundle, generation)
+    return bundle
+
+
+def test_the_admin_switch_under_load_loses_nothing_and_stops_the_old_generation_s_hosts(cluster, tmp_path):
+    data_dir = tmp_path / "data"
+    key = make_admin_key(data_dir)
+    node = NodeProcess("serve", "--data-dir", str(data_dir), "--ray", cluster[0].address, ready_timeout=120)
+    try:
+        admin = dataikuapi.APINodeAdminClient(node.url, key)
+        admin.create_service("busy")
+        for generation in ("g1", "g2"):
+            admin.service("busy").import_generation_from_archive(str(generation_bundle(tmp_path, generation)))
+        admin.service("busy").switch_to_single_generation("g1")
+        hosts = set(ray_actor_processes())
+        stop = threading.Event()
+        outcomes: list[str] = []
+
+        def client() -> None:
+            api = dataikuapi.APINodeClient(node.url, "busy")
+            while not stop.is_set():
+                try:
+                    outcomes.append(api.run_function("which", delay=0.002)["response"])
+                except Exception as error:
+                    outcomes.append(f"FAILED: {error}")
+
+        with ThreadPoolExecutor(4) as threads:
+            running = [threads.submit(client) for _ in range(4)]
+            try:
+                eventually(lambda: len(outcomes) >= 40, timeout=30)
+                for generation in ("g2", "g1", "g2"):
+                    admin.service("busy").switch_to_single_generation(generation)
+                    seen = len(outcomes)
+                    eventually(lambda seen=seen: len(outcomes) >= seen + 40, timeout=30)
+            finally:
+                stop.set()
+                for future in running:
+                    future.result()
+        assert [outcome for outcome in outcomes if outcome.startswith("FAILED")] == []
+        assert outcomes[-1] == "g2"
+        # g1's template hosts are stopped: as many hosts as before the switches, none of them g1's
+        eventually(lambda: len(set(ray_actor_processes())) == len(hosts) and set(ray_actor_processes()) != hosts)
+    finally:
+        node.stop()
 
 
 def metric(node, name: str, endpoint: str) -> float:
