@@ -97,5 +97,3 @@ def stop_on_exit() -> None:
 
         ray.shutdown()
 
-
-__all__ = ["CONNECT_TIMEOUT", "ClusterUnreachable", "connect", "connected"]
