@@ -96,4 +96,3 @@ def stop_on_exit() -> None:
         import ray
 
         ray.shutdown()
-

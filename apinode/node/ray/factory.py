@@ -62,11 +62,11 @@ class _WatchedChannel(Channel):
 class RayPipeline:
     """One pipeline on a Ray node, as the pool sees it."""
 
-    def __init__(self, name: str, pid: int, node_id: str, group: PlacementGroup, channel: _WatchedChannel) -> None:
+    def __init__(self, name: str, pid: int, group: PlacementGroup, channel: _WatchedChannel, host: _Host) -> None:
         self.name = name
         self.pid = pid
-        self.node_id = node_id
-        self.label = f"{name} pid {pid} on Ray node {node_id[:8]}"
+        self.label = f"{name} pid {pid} on Ray node {host.node_id[:8]}"
+        self._host = host
         self._group: PlacementGroup | None = group
         self._channel = channel
         self._on_exit: Callable[[RayPipeline], None] | None = None
@@ -105,6 +105,7 @@ class RayPipeline:
         if self._ended:
             return
         self._ended = True
+        self._host.pipelines.discard(self)
         self._release()
         if self._on_exit is not None:
             self._on_exit(self)
@@ -143,7 +144,7 @@ class _Host:
         for pipeline in list(self.pipelines):
             pipeline.lost()
 
-    async def fork(self, name: str, node_id: str, group: PlacementGroup) -> RayPipeline:
+    async def fork(self, name: str, group: PlacementGroup) -> RayPipeline:
         host, port = await _remote(self.actor.listen.remote())
         key = os.urandom(KEY_BYTES)
         forked = self.actor.fork.remote(port, key)  # it gives up after ACCEPT_TIMEOUT if we never connect
@@ -151,14 +152,13 @@ class _Host:
         pid = await _remote(forked)
         _, channel = await asyncio.get_running_loop().create_connection(_WatchedChannel, sock=sock)
         assert isinstance(channel, _WatchedChannel)
-        pipeline = RayPipeline(name, pid, node_id, group, channel)
+        pipeline = RayPipeline(name, pid, group, channel, self)
         try:
             await asyncio.wait_for(channel.expect(), FORK_READY_TIMEOUT)
         except (ProcessDied, asyncio.TimeoutError):
             await pipeline.kill()
-            raise EndpointLoadFailed(f"{name}: a pipeline forked on Ray node {node_id[:8]} did not start") from None
+            raise EndpointLoadFailed(f"{pipeline.label}: forked, it did not start") from None
         self.pipelines.add(pipeline)
-        pipeline.set_exit_callback(self.pipelines.discard)  # replaced by the pool's
         return pipeline
 
     async def stop(self) -> None:
@@ -247,7 +247,7 @@ class RayPipelineFactory:
                 self._count_waiting(-1)
             node_id = placement_group_table(group)["bundles_to_node_id"][0]
             host = await self._host_on(node_id)
-            pipeline = await host.fork(self.spec.name, node_id, group)
+            pipeline = await host.fork(self.spec.name, group)
         except BaseException:
             remove_placement_group(group)
             raise
