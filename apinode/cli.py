@@ -19,6 +19,7 @@ import orjson
 from .client import NodeClient, NodeError
 from .localnode import READY_FILE_OPTION, LocalNode, write_ready_file
 from .node import eventloop
+from .node import ray as ray_cluster
 from .node.app import DEFAULT_MAX_BODY_MB, serve
 from .node.endpoint import Endpoint
 from .node.errors import ApiError
@@ -200,6 +201,12 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         default=True,
         help="log every request in <data dir>/logs/queries/<service>.log (the default)",
     )
+    command.add_argument(  # apinode.node.ray
+        "--ray",
+        metavar="ADDRESS",
+        help="place every endpoint's pipelines on this Ray cluster: auto, HOST:PORT (the head's GCS port) "
+        "or ray://HOST:PORT (needs pip install 'apinode[ray]')",
+    )
     for name, default, what in (
         ("idle", DEFAULT_IDLE_TIMEOUT, "a kept-alive connection may wait for its next request"),
         ("header", DEFAULT_HEADER_TIMEOUT, "a client may take to send a request's headers"),
@@ -356,6 +363,11 @@ def _serve_data_dir(
 
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)  # a stale one would say a stopped node is ready
+    if args.ray:  # before the node's own SIGTERM handler is installed: ray.init replaces it
+        try:
+            ray_cluster.connect(args.ray)
+        except ray_cluster.ClusterUnreachable as exc:
+            raise CommandError(str(exc)) from None
     file_limit = raise_open_file_limit()
     settings = FrontSettings(
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
@@ -385,6 +397,7 @@ def _serve_data_dir(
         )
     finally:
         code_envs.close()  # `apinode envs prune` may now remove what it used
+        ray_cluster.stop_on_exit()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)  # the node no longer serves
 

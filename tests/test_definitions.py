@@ -193,6 +193,29 @@ def test_production_pool_fields_parse_and_are_written_only_when_set():
     assert pool.overridden({"start": "fork"}, "o.json: pool").start == "fork"
 
 
+def test_resources_parse_round_trip_and_name_the_bad_field():
+    service = minimal()
+    service["endpoints"][0]["resources"] = {"cpus": 0.5, "gpus": 1, "memoryMb": 2048, "custom": {"w1": 1}}
+    endpoint = parse_service(service, "s.json").endpoints[0]
+    assert (endpoint.resources.cpus, endpoint.resources.gpus, endpoint.resources.memory_mb) == (0.5, 1.0, 2048)
+    assert endpoint.resources.custom == (("w1", 1.0),)
+    assert parse_service(json.loads(dump_service(parse_service(service, "s.json"))), "s.json") == parse_service(
+        service, "s.json"
+    )
+    assert "resources" not in json.loads(dump_service(parse_service(minimal(), "s.json")))["endpoints"][0]
+    for bad, message in (
+        ({"cpus": -1}, r"endpoints\[0\]\.resources\.cpus: expected a number >= 0"),
+        ({"gpus": "1"}, r"endpoints\[0\]\.resources\.gpus: expected a number >= 0"),
+        ({"memoryMb": 1.5}, r"endpoints\[0\]\.resources\.memoryMb: expected an integer >= 0"),
+        ({"custom": {"w1": True}}, r"endpoints\[0\]\.resources\.custom\.w1: expected a number >= 0"),
+        ({"custom": []}, r"endpoints\[0\]\.resources\.custom: expected a JSON object"),
+        ({"cpu": 1}, r'endpoints\[0\]\.resources: unknown field "cpu"'),
+    ):
+        service["endpoints"][0]["resources"] = bad
+        with pytest.raises(DefinitionError, match=message):
+            parse_service(service, "s.json")
+
+
 def test_pool_override_merges_then_validates():
     pool = PoolSettings(floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000)
     assert pool.overridden({"ceil": 3, "timeout": 50}, "o.json: pool") == PoolSettings(

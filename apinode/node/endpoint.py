@@ -10,12 +10,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
 from ..packaging.definitions import EndpointDef, PoolSettings
 from ..runtime import framing
+from . import ray as ray_cluster
 from .batcher import Batcher
 from .errors import EndpointLoadFailed
 from .factory import PipelineFactory
@@ -23,6 +24,9 @@ from .pipeline import ItemSink
 from .pool import Pool
 from .process import PipelineSpec
 from .stats import EndpointStats, PipelineCounts
+
+if TYPE_CHECKING:
+    from .ray.factory import RayPipelineFactory
 
 
 class Endpoint:
@@ -55,7 +59,13 @@ class Endpoint:
             batch=definition.batch is not None,
         )
         self.counts = PipelineCounts()
-        self.factory = PipelineFactory(spec, settings.start, self.counts)
+        self.factory: PipelineFactory | RayPipelineFactory
+        if ray_cluster.connected():  # --ray: its pipelines go to the cluster (apinode.node.ray)
+            from .ray.factory import RayPipelineFactory
+
+            self.factory = RayPipelineFactory(spec, self.counts, definition.resources)
+        else:
+            self.factory = PipelineFactory(spec, settings.start, self.counts)
         self.pool = Pool(self.name, settings, self.factory, self.counts)
         self.batcher = None if definition.batch is None else Batcher(self.pool, definition.batch)
         self.stats = EndpointStats()
@@ -90,7 +100,18 @@ class Endpoint:
         described: dict[str, Any] = {"start": self.factory.start, "loadFailed": self.failure is not None}
         if self.factory.fallback is not None:
             described["startFallback"] = self.factory.fallback
+        if ray_cluster.connected():
+            described["waitingForResources"] = self.counts.waiting_for_resources
         return described
+
+    async def start(self) -> None:
+        """Start the pool's floor (EndpointLoadFailed). On a Ray cluster, floor pipelines still
+        waiting for resources do not hold it: the pool serves with those it has, and the others
+        join as the cluster makes room."""
+        if isinstance(self.factory, PipelineFactory):
+            await self.pool.start()
+        else:
+            await self.factory.until_placed(self.pool.start())
 
     async def run(
         self,

@@ -21,6 +21,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from . import ray as ray_cluster
 from .endpoint import Endpoint
 from .service_manager import ServiceManager
 from .services import LoadedGeneration, Service
@@ -60,13 +61,20 @@ def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "requests": {str(status): n for status, n in sorted(stats.by_status.items())},
         "latencyMs": latency,
         "queueDepth": pool.queued,
-        "pipelines": {"alive": pool.size, "busy": pool.busy},
+        "pipelines": _pipelines(endpoint),
         "rejections": pool.rejected,
         "loadFailed": endpoint.failure is not None,
         "executionTimeouts": counts.timeouts,
         "pipelineStarts": {"fork": counts.forks, "spawn": counts.spawns, "failed": counts.start_failures},
         "recycled": dict(counts.recycled),
     }
+
+
+def _pipelines(endpoint: Endpoint) -> dict[str, int]:
+    pipelines = {"alive": endpoint.pool.size, "busy": endpoint.pool.busy}
+    if ray_cluster.connected():  # --ray: starts waiting for the cluster to have room
+        pipelines["waitingForResources"] = endpoint.counts.waiting_for_resources
+    return pipelines
 
 
 def _ms(seconds: float) -> float:
@@ -92,6 +100,11 @@ class _NodeCollector(Collector):
         queued = GaugeMetricFamily("apinode_queue_depth", "Requests waiting for a free pipeline.", labels=labels)
         alive = GaugeMetricFamily("apinode_pipelines_alive", "Pipelines running or starting.", labels=labels)
         busy = GaugeMetricFamily("apinode_pipelines_busy", "Pipelines running a request.", labels=labels)
+        waiting = GaugeMetricFamily(
+            "apinode_pipelines_waiting_for_resources",
+            "Pipelines waiting for the Ray cluster to have their resources (--ray).",
+            labels=labels,
+        )
         rejected = CounterMetricFamily(
             "apinode_rejections", "Requests refused with 503: queue full or queue timeout.", labels=labels
         )
@@ -124,9 +137,22 @@ class _NodeCollector(Collector):
             starts.add_metric([*values, "fork"], counts.forks)
             starts.add_metric([*values, "spawn"], counts.spawns)
             start_failures.add_metric(values, counts.start_failures)
+            waiting.add_metric(values, counts.waiting_for_resources)
             for reason, count in counts.recycled.items():
                 recycled.add_metric([*values, reason], count)
-        yield from (requests, latency, queued, alive, busy, rejected, timeouts, starts, start_failures, recycled)
+        yield from (
+            requests,
+            latency,
+            queued,
+            alive,
+            busy,
+            rejected,
+            timeouts,
+            starts,
+            start_failures,
+            recycled,
+            waiting,
+        )
 
 
 _BUCKET_BOUNDS = [*map(str, LATENCY_BOUNDS), "+Inf"]

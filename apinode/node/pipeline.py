@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..runtime import framing
 from .errors import PipelineDied
-from .process import PipelineSpec, ProcessDied, Reply, RuntimeProcess
+from .process import ItemSink, PipelineSpec, ProcessDied, Reply, RuntimeProcess
 
 __all__ = ["ItemSink", "PipelineSpec", "ProcessPipeline", "Reply"]
 
-ItemSink = Callable[[bytes | bytearray], bool]
 """Takes one streamed item (its JSON); False when the caller is gone and wants no more."""
 
 
@@ -45,16 +43,7 @@ class ProcessPipeline(RuntimeProcess):
         caller went away) the pipeline is told to close the generator, and the rest is dropped
         until that END: the pipeline is then free for the next call."""
         try:
-            if on_item is None:
-                return await self.exchange(framing.pack(framing.CALL, body))
-            reply = await self.exchange(framing.pack(framing.CALL_STREAMED, body))
-            wanted = True
-            while reply.kind == framing.ITEM:
-                if wanted and not on_item(reply.payload):
-                    wanted = False
-                    self.send(framing.pack(framing.CANCEL))
-                reply = await self.next_frame()
-            return reply
+            return await self.channel.call(body, on_item)
         except ProcessDied as exc:
             raise PipelineDied(f"{self.name}: the pipeline died while handling the request") from exc
 

@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,9 @@ import orjson
 from ..runtime import framing
 from .errors import EndpointLoadFailed
 from .output import RELAY, OutputSource
+
+ItemSink = Callable[[bytes | bytearray], bool]
+"""Takes one streamed item; False once the caller is gone (the generator is then closed)."""
 
 RUNTIME_DIR = Path(framing.__file__).resolve().parent
 log = logging.getLogger("apinode.pipeline")
@@ -126,6 +130,24 @@ class Channel(asyncio.BufferedProtocol):
         if not reply.done():
             assert self.transport is not None
             self.transport.write(frame)
+        return reply
+
+    async def call(self, body: bytes, on_item: ItemSink | None = None) -> Reply:
+        """One call's frames (ProcessDied if the channel closes first): its reply; or, with
+        `on_item`, a stream: each ITEM goes to `on_item` as it comes, and the reply is the END
+        (or ERROR) that closes it. Once `on_item` says False (the caller went away) the
+        pipeline is told to close the generator (CANCEL) and the rest is dropped until that END:
+        the pipeline is then free for the next call."""
+        if on_item is None:
+            return await self.exchange(framing.pack(framing.CALL, body))
+        reply = await self.exchange(framing.pack(framing.CALL_STREAMED, body))
+        wanted = True
+        while reply.kind == framing.ITEM:
+            if wanted and not on_item(reply.payload):
+                wanted = False
+                if self.transport is not None and not self.closed:
+                    self.transport.write(framing.pack(framing.CANCEL))
+            reply = await self.expect()
         return reply
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -301,15 +323,6 @@ class RuntimeProcess:
 
     async def exchange(self, frame: bytes) -> Reply:
         return await self.channel.exchange(frame)
-
-    async def next_frame(self) -> Reply:
-        """The next frame of a call already under way (a streamed call's next item or its end)."""
-        return await self.channel.expect()
-
-    def send(self, frame: bytes) -> None:
-        """A frame that needs no answer of its own (CANCEL, during a streamed call)."""
-        if self.channel.transport is not None and not self.channel.closed:
-            self.channel.transport.write(frame)
 
     def memory_mb(self) -> float:
         """Resident memory (RSS, as `ps` and `top` show it), in MiB; 0 once the process is gone."""

@@ -72,7 +72,7 @@ class LoadedGeneration:
     async def start(self) -> dict[str, EndpointLoadFailed]:
         """Start every endpoint's floor, all at once; the endpoints whose code failed to load, with why."""
         outcomes = await asyncio.gather(
-            *(endpoint.pool.start() for endpoint in self.endpoints.values()), return_exceptions=True
+            *(endpoint.start() for endpoint in self.endpoints.values()), return_exceptions=True
         )
         failures: dict[str, EndpointLoadFailed] = {}
         for endpoint_id, outcome in zip(self.endpoints, outcomes):

@@ -49,7 +49,7 @@ class PipelineCounts:
 
     Written by its pool and its pipeline factory, on the event loop."""
 
-    __slots__ = ("forks", "recycled", "spawns", "start_failures", "timeouts")
+    __slots__ = ("forks", "recycled", "spawns", "start_failures", "timeouts", "waiting_for_resources")
 
     def __init__(self) -> None:
         self.forks = 0  # pipelines forked from a template
@@ -57,3 +57,4 @@ class PipelineCounts:
         self.start_failures = 0  # starts that failed after the endpoint had loaded (retried)
         self.timeouts = 0  # calls answered 504 ExecutionTimeout
         self.recycled: dict[str, int] = {"requests": 0, "memory": 0}  # pipelines replaced, by reason
+        self.waiting_for_resources = 0  # starts waiting for a Ray cluster to have room (apinode.node.ray)

@@ -57,24 +57,16 @@ class Template(RuntimeProcess):
 
     async def fork(self) -> ProcessPipeline:
         """A new pipeline, forked (ForkRefused, TemplateGone, EndpointLoadFailed)."""
-        async with self._lock:
-            ours, theirs = socket.socketpair()
-            output_fd, output = output_pipe(self.name)
-            try:
-                answer = self.channel.expect()
-                if not answer.done():
-                    socket.send_fds(self._sender, [framing.pack(framing.FORK)], [theirs.fileno(), output_fd])
-                reply = await answer
-            except (ProcessDied, OSError) as exc:
-                ours.close()
-                raise TemplateGone(f"{self.label} is gone") from exc
-            finally:
-                theirs.close()
-                os.close(output_fd)
-        if reply.kind == framing.FORK_REFUSED:
+        ours, theirs = socket.socketpair()
+        output_fd, output = output_pipe(self.name)
+        try:
+            pid = await self.fork_onto(theirs.fileno(), output_fd)
+        except BaseException:
             ours.close()
-            raise ForkRefused(bytes(reply.payload).decode("utf-8", "replace"))
-        pid = int(reply.payload)
+            raise
+        finally:
+            theirs.close()
+            os.close(output_fd)
         pipeline = ProcessPipeline(self.name, pid, self.watch_pid(pid), await connect(ours), output)
         pipeline.ready_payload = self.ready_payload
         try:
@@ -91,6 +83,22 @@ class Template(RuntimeProcess):
         the template sees the end of its channel only when both are."""
         self._sender.close()
         await super().stop(grace)
+
+    async def fork_onto(self, channel_fd: int, output_fd: int) -> int:
+        """Fork a pipeline whose channel and output are these descriptors (the caller closes its
+        copies): its pid (ForkRefused, TemplateGone). A pipeline on a Ray node gets a TCP
+        connection as its channel (apinode.node.ray)."""
+        async with self._lock:
+            try:
+                answer = self.channel.expect()
+                if not answer.done():
+                    socket.send_fds(self._sender, [framing.pack(framing.FORK)], [channel_fd, output_fd])
+                reply = await answer
+            except (ProcessDied, OSError) as exc:
+                raise TemplateGone(f"{self.label} is gone") from exc
+        if reply.kind == framing.FORK_REFUSED:
+            raise ForkRefused(bytes(reply.payload).decode("utf-8", "replace"))
+        return int(reply.payload)
 
     def exited(self) -> None:
         self.alive = False

@@ -278,7 +278,6 @@ class CodeEnv:
         return cls(requirements, None if wheelhouse is None else _text(wheelhouse, f"{where}.wheelhouse"))
 
 
-_ENDPOINT_KEYS = ("id", "type", "code", "function", "folders", "codeEnv", "pool", "testQueries", "batch")
 _BATCH_KEYS = ("maxSize", "maxWaitMs")
 
 
@@ -302,6 +301,45 @@ class BatchSettings:
         return {"maxSize": self.max_size, "maxWaitMs": self.max_wait_ms}
 
 
+_RESOURCE_FIELDS = ("cpus", "gpus", "memoryMb", "custom")
+
+
+def _amount(value: object, at: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        _fail(at, "a number >= 0", value)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each pipeline of an endpoint reserves on a Ray cluster (`--ray`; see DESIGN, "Past
+    one machine"); a local node ignores it. `custom` names Ray custom resources."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_mb: int = 0
+    custom: tuple[tuple[str, float], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cpus": self.cpus, "gpus": self.gpus, "memoryMb": self.memory_mb, "custom": dict(self.custom)}
+
+    @classmethod
+    def from_json(cls, obj: object, where: str) -> Resources:
+        fields = _object(obj, where, _RESOURCE_FIELDS)
+        custom = fields.get("custom", {})
+        if not isinstance(custom, dict) or not all(name and isinstance(name, str) for name in custom):
+            _fail(f"{where}.custom", 'a JSON object of Ray custom resources, e.g. {"w1": 1}', custom)
+        return cls(
+            cpus=_amount(fields.get("cpus", 1), f"{where}.cpus"),
+            gpus=_amount(fields.get("gpus", 0), f"{where}.gpus"),
+            memory_mb=_integer(fields.get("memoryMb", 0), f"{where}.memoryMb", 0),
+            custom=tuple((name, _amount(amount, f"{where}.custom.{name}")) for name, amount in sorted(custom.items())),
+        )
+
+
+_ENDPOINT_KEYS = ("id", "type", "code", "function", "folders", "codeEnv", "pool", "resources", "testQueries", "batch")
+
+
 @dataclass(frozen=True)
 class EndpointDef:
     """One exposed function; `code` and `folders` are paths relative to the service's base."""
@@ -312,6 +350,7 @@ class EndpointDef:
     folders: tuple[str, ...] = ()
     code_env: CodeEnv | None = None
     pool: PoolSettings = PoolSettings()
+    resources: Resources = Resources()
     test_queries: tuple[TestQuery, ...] = ()
     type: str = ENDPOINT_TYPE
     batch: BatchSettings | None = None
@@ -328,6 +367,8 @@ class EndpointDef:
         }
         if self.code_env is not None:
             out["codeEnv"] = self.code_env.to_json()
+        if self.resources != Resources():  # the canonical JSON of a service without them keeps its bytes
+            out["resources"] = self.resources.to_json()
         if self.batch is not None:
             out["batch"] = self.batch.to_json()
         return out
@@ -352,6 +393,7 @@ class EndpointDef:
             folders=_texts(obj.get("folders", []), f"{where}.folders"),
             code_env=None if code_env is None else CodeEnv.from_json(code_env, f"{where}.codeEnv"),
             pool=PoolSettings.from_json(obj.get("pool", {}), f"{where}.pool"),
+            resources=Resources.from_json(obj.get("resources", {}), f"{where}.resources"),
             test_queries=parse_test_queries(obj.get("testQueries", []), f"{where}.testQueries"),
             type=kind,
             batch=None if batch is None else BatchSettings.from_json(batch, f"{where}.batch"),
