@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import re
 
@@ -14,6 +15,8 @@ from support import SERVICES, NodeProcess
 
 from apinode.packaging.definitions import DefinitionError, EndpointDef
 from apinode.packaging.magic_syntax import MagicUsageError, parse_endpoint_magic
+from apinode.runtime import framing
+from apinode.runtime.batch import BatchInvoker
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +141,43 @@ def test_a_bad_request_in_a_batch_gets_its_own_400_and_the_others_run(node):
     def call(body):
         return requests.post(run_url(node, "scores"), data=body, timeout=30)
 
-    with concurrent.futures.ThreadPoolExecutor(4) as threads:
-        answers = list(threads.map(call, ['{"x": 1}', "not json", '{"x": 3}', "[1]"]))
-    assert [answer.status_code for answer in answers] == [200, 400, 200, 400]
-    assert answers[0].json()["response"]["x"] == 2 and answers[1].json()["errorType"] == "BadRequest"
+    bodies = ['{"x": 1}', "not json", '{"x": 3}', "[1]", '{"x": "two"}', '{"y": 4}', '{"x": 5, "fail": 0}']
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as threads:
+        answers = list(threads.map(call, bodies))
+    assert [answer.status_code for answer in answers] == [200, 400, 200, 400, 400, 400, 400]
+    assert [answers[i].json()["response"]["x"] for i in (0, 2)] == [2, 6]
+    assert [answer.json()["errorType"] for answer in answers[1:2] + answers[3:]] == ["BadRequest"] * 2 + [
+        "InvalidParameters"
+    ] * 3
+    # each item is checked against what `batch: list[Row]` says of one (Row: {x: int, fail?: bool})
+    assert [answer.json()["message"] for answer in answers[4:]] == [
+        "parameter 'x' must be an integer, got a string (\"two\")",
+        "the request must be a Row object, got an object without 'x'",
+        "parameter 'fail' must be a boolean, got an integer (0)",
+    ]
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int = 0
+
+
+def test_the_bad_items_of_one_batch_are_refused_and_the_good_ones_run_built_as_their_hint_says():
+    calls = []
+
+    def norms(batch: list[Point]) -> list[int]:
+        calls.append(batch)
+        return [abs(point.x) + abs(point.y) for point in batch]
+
+    bodies = [b'{"x": 1, "y": -2}', b'{"x": 1.5}', b'{"x": 3, "z": 1}', b'{"x": 4}']
+    answer = BatchInvoker(norms)(b"".join(framing.pack(framing.CALL, body) for body in bodies))
+    outcomes = [(status, json.loads(payload)) for _, status, _, payload in framing.unpack_all(answer.payload)]
+    assert calls == [[Point(1, -2), Point(4)]]  # one call, of the good items, built
+    assert [status for status, _ in outcomes] == [200, 400, 400, 200]
+    assert [outcomes[0][1], outcomes[3][1]] == [3, 4]
+    assert outcomes[1][1]["message"] == "parameter 'x' must be an integer, got a number (1.5)"
+    assert outcomes[2][1]["message"] == "the request must be a Point object, got an object with unexpected 'z'"
 
 
 def test_a_batch_answered_with_a_list_of_the_wrong_length_is_a_500_naming_both_lengths(node):

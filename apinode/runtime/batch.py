@@ -1,8 +1,9 @@
 """One call of a batched endpoint: many requests in, one function call, an answer for each.
 
 The node packs the bodies of up to `maxSize` requests as a sequence of CALL frames in one CALL's
-payload (runtime.framing); each is parsed on its own (a bad one gets its own 400, the others
-run), the function is called once with the list of their parameter objects and returns a list
+payload (runtime.framing); each is parsed and checked against what the function's list hint
+says of an item (`batch: list[Row]`) on its own (a bad one gets its own 400, the others run),
+the function is called once with the list of their parameter objects and returns a list
 of as many results, in order; each result is encoded on its own. The answer is one RESULT
 whose payload is a sequence of RESULT or ERROR frames, one per request, in order. An exception
 fails the whole batch; a result that is not a list of the right length is a 500 naming both
@@ -20,11 +21,16 @@ from .coroutines import resolve
 from .errors import error_json
 from .invoke import Invoker, Outcome, parse_or_refuse, raised
 from .results import NotSerializable, encode
+from .validation import Invalid, batch_request_check
 
 
 class BatchInvoker(Invoker):
+    def __init__(self, function: Callable[..., Any], max_result_bytes: int | None = None) -> None:
+        super().__init__(function, max_result_bytes)
+        self.check_request = batch_request_check(function)
+
     def __call__(self, body: bytes, on_item: Callable[[bytes], bool] | None = None) -> Outcome:
-        requests = [parse_or_refuse(payload) for _, _, _, payload in framing.unpack_all(body)]
+        requests = [self._request(payload) for _, _, _, payload in framing.unpack_all(body)]
         answers: list[Outcome | None] = [params if isinstance(params, Outcome) else None for params in requests]
         batch = [params for params in requests if not isinstance(params, Outcome)]
         started = time.perf_counter()
@@ -44,6 +50,17 @@ class BatchInvoker(Invoker):
             if answer is not None
         )
         return Outcome(200, frames, elapsed, traceback)
+
+    def _request(self, body: bytes) -> Any:
+        """The request's item of the batch (checked against the batch's list hint), or the 400
+        that refuses it."""
+        params = parse_or_refuse(body)
+        if isinstance(params, Outcome) or self.check_request is None:
+            return params
+        try:
+            return self.check_request(params)
+        except Invalid as exc:
+            return Outcome(400, error_json("InvalidParameters", str(exc)), 0.0)
 
     def alone(self, body: bytes) -> Outcome:
         """One request as a batch of one (`%api_test`): its own outcome."""

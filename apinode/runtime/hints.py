@@ -113,3 +113,20 @@ def json_value(value: Any) -> bool:
 def optional(hint: Any) -> Any:
     """`hint` or null: a parameter whose default is None accepts null whatever its hint."""
     return typing.Optional[hint]  # noqa: UP045  (Python 3.9 has no `X | None` at run time)
+
+
+def item_hint(hint: Any) -> Any:
+    """What a generator's return hint (`Iterator[X]`, `Generator[X, ...]`, `AsyncIterator[X]`)
+    or a batch's list hint (`list[X]`) says of each item: X, or None when it does not say."""
+    args = typing.get_args(hint)
+    return args[0] if args else None
+
+
+def batch_request_hint(function: Callable[..., Any], found: dict[str, Any]) -> Any:
+    """What a batched function's one parameter (`batch: list[X]`) says of each request: X, or
+    None when it does not say. `found`: the function's type_hints."""
+    try:
+        parameters = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return None
+    return item_hint(found[parameters[0]]) if parameters and parameters[0] in found else None

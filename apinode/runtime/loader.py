@@ -43,7 +43,10 @@ def load_function(
     # Registered so that dataclasses, pickle and typing can find the module by name.
     sys.modules[module_name] = module
     try:
-        exec(compile(source, filename, "exec"), module.__dict__)
+        # dont_inherit: the code is compiled as Python would import it, not with this module's
+        # `from __future__ import annotations` (its hints would all be strings: a TypedDict's
+        # NotRequired[X] would not be seen, so that key would be required).
+        exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)
     except BaseException as exc:  # user code may raise anything, SystemExit included
         import traceback
 

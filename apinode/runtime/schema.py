@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import inspect
-import typing
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -147,7 +146,7 @@ def describe(function: Callable[..., Any], name: str, batched: bool = False) -> 
     streams = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
     result = found.get("return")
     if streams and result is not None:
-        result = _item_hint(result)
+        result = hints.item_hint(result)
     return {
         "function": name,
         "doc": inspect.getdoc(function),
@@ -159,9 +158,8 @@ def describe(function: Callable[..., Any], name: str, batched: bool = False) -> 
 
 
 def _batched(function: Callable[..., Any], name: str, found: dict[str, Any], schemas: _Schemas) -> dict[str, Any]:
-    parameters = list(inspect.signature(function).parameters)
-    request_hint = _item_hint(found[parameters[0]]) if parameters and parameters[0] in found else None
-    response_hint = _item_hint(found["return"]) if "return" in found else None
+    request_hint = hints.batch_request_hint(function, found)
+    response_hint = hints.item_hint(found["return"]) if "return" in found else None
     return {
         "function": name,
         "doc": inspect.getdoc(function),
@@ -170,10 +168,3 @@ def _batched(function: Callable[..., Any], name: str, found: dict[str, Any], sch
         "schemas": schemas.named,
         "stream": False,
     }
-
-
-def _item_hint(hint: Any) -> Any:
-    """What a generator's return hint (`Iterator[X]`, `Generator[X, ...]`, `AsyncIterator[X]`)
-    or a batch's list hint (`list[X]`) says of each item: X, or None when it does not say."""
-    args = typing.get_args(hint)
-    return args[0] if args else None

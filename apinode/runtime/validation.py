@@ -27,7 +27,13 @@ class Invalid(ValueError):
     """A value does not match its hint: says where, what was expected and what came."""
 
     def __init__(self, path: str, expected: str, value: Any, detail: str = "") -> None:
-        super().__init__(f"parameter {path} must be {expected}, got {_sent(value)}{detail}")
+        subject = f"parameter {path}" if path else "the request"
+        super().__init__(f"{subject} must be {expected}, got {_sent(value)}{detail}")
+
+
+def _member(path: str, name: str) -> str:
+    """The path of an object's member: `'p'["x"]` inside parameter p, `'x'` in the request itself."""
+    return f"{path}[{json.dumps(name, ensure_ascii=False)}]" if path else repr(name)
 
 
 def _sent(value: Any) -> str:
@@ -174,7 +180,7 @@ class _Compiler:
                 raise Invalid(path, expected, value)
             if item is None:
                 return value
-            return {k: item(v, f"{path}[{json.dumps(k, ensure_ascii=False)}]") for k, v in value.items()}
+            return {k: item(v, _member(path, k)) for k, v in value.items()}
 
         return check
 
@@ -197,7 +203,7 @@ class _Compiler:
             checked = {}
             for name, item in value.items():
                 field_check = checks.get(name)
-                checked[name] = item if field_check is None else field_check(item, f"{path}[{json.dumps(name)}]")
+                checked[name] = item if field_check is None else field_check(item, _member(path, name))
             return checked if build is None else build(**checked)
 
         return check
@@ -332,3 +338,19 @@ class Validator:
         for name, check, path in self.checks:
             if name in params:
                 params[name] = check(params[name], path)
+
+
+def batch_request_check(function: Callable[..., Any]) -> Callable[[dict[str, Any]], Any] | None:
+    """The check of each request of a batched function, from its parameter's list hint
+    (`batch: list[Row]`): the request object -> the item to pass (a Row built from it when Row is
+    a dataclass or a pydantic model), or Invalid. None when the hint says nothing to check."""
+    hint = hints.batch_request_hint(function, hints.type_hints(function))
+    if hint is None:  # `batch` or `batch: list`
+        return None
+    try:
+        check = _Compiler().compile(hint)
+    except Exception:  # a hint we cannot read: left unchecked, as a parameter's would be
+        return None
+    if check is None:
+        return None
+    return lambda params: check(params, "")
