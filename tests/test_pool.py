@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from apinode.node.batcher import Batcher
 from apinode.node.errors import (
     EndpointLoadFailed,
     ExecutionTimeout,
@@ -20,7 +21,7 @@ from apinode.node.errors import (
 )
 from apinode.node.pipeline import Reply
 from apinode.node.pool import Pool
-from apinode.packaging.definitions import PoolSettings
+from apinode.packaging.definitions import BatchSettings, PoolSettings
 from apinode.runtime import framing
 
 
@@ -60,10 +61,26 @@ class FakePipeline:
         self.on_exit(self)
 
 
+class BatchPipeline(FakePipeline):
+    """Answers a batch's call (apinode.node.batcher) with one answer per request."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.batches: list[list[bytes]] = []
+
+    async def call(self, body: bytes, on_item: object = None) -> Reply:
+        bodies = [payload for *_, payload in framing.unpack_all(body)]
+        self.batches.append(bodies)
+        await super().call(body)
+        answers = (framing.pack(framing.RESULT, b"%d:%b" % (self.number, one), 200) for one in bodies)
+        return Reply(framing.RESULT, 200, 0.0, b"".join(answers))
+
+
 class Factory:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, kind: type[FakePipeline] = FakePipeline) -> None:
         self.made: list[FakePipeline] = []
         self.fail = fail
+        self.kind = kind
         self.attempts = 0
 
     async def __call__(self) -> FakePipeline:
@@ -71,7 +88,7 @@ class Factory:
         self.attempts += 1
         if self.fail:
             raise EndpointLoadFailed("boom", "Traceback: boom")
-        pipeline = FakePipeline(len(self.made))
+        pipeline = self.kind(len(self.made))
         self.made.append(pipeline)
         return pipeline
 
@@ -94,8 +111,10 @@ async def busy_until(pipelines) -> None:
     raise AssertionError("pipelines never became busy")
 
 
-def make(floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000, fail=False, scale_down_delay_ms=0, **more):
-    factory = Factory(fail)
+def make(
+    floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000, fail=False, scale_down_delay_ms=0, kind=FakePipeline, **more
+):
+    factory = Factory(fail, kind)
     settings = PoolSettings(
         floor=floor,
         ceil=ceil,
@@ -345,3 +364,85 @@ async def test_a_start_failing_after_the_load_is_retried_while_the_others_serve(
     for pipeline in factory.made:
         pipeline.gate.set_result(None)
     assert [(await call)[0].status for call in (first, second)] == [200, 200]
+
+
+# -- batches form from the queue, so the pool's rules hold per request (apinode.node.batcher) --
+
+
+def batching(max_size: int, max_wait_ms: int, **pool):
+    """A started batched endpoint's pool of one pipeline, and its batcher."""
+    pool_, factory = make(floor=1, ceil=1, cruise=1, kind=BatchPipeline, **pool)
+    return pool_, factory, Batcher(pool_, BatchSettings(max_size, max_wait_ms))
+
+
+def answers(calls) -> list[bytes]:
+    return [bytes(call.result()[0].payload) for call in calls]
+
+
+async def test_the_queue_bound_counts_the_requests_waiting_to_be_batched():
+    pool, factory, batcher = batching(8, 0, queue=3)
+    await pool.start()
+    running = asyncio.ensure_future(batcher.run(b"a"))
+    await busy_until(factory.made)
+    queued = [asyncio.ensure_future(batcher.run(body)) for body in (b"b", b"c", b"d")]
+    await settle()
+    assert pool.queued == 3
+    with pytest.raises(QueueFull):
+        await batcher.run(b"e")
+    factory.made[0].gate.set_result(None)
+    await running
+    await busy_until(factory.made)  # the next batch: the queue, in order
+    factory.made[0].gate.set_result(None)
+    await asyncio.gather(*queued)
+    assert factory.made[0].batches == [[b"a"], [b"b", b"c", b"d"]]
+    assert answers(queued) == [b"0:b", b"0:c", b"0:d"]
+
+
+async def test_each_request_waiting_for_a_batch_has_its_own_queue_timeout():
+    pool, factory, batcher = batching(8, 0, queue=8, timeout_ms=400)
+    await pool.start()
+    running = asyncio.ensure_future(batcher.run(b"a"))
+    await busy_until(factory.made)
+    first = asyncio.ensure_future(batcher.run(b"b"))
+    await asyncio.sleep(0.3)  # the second request arrives 300 ms after the first
+    second = asyncio.ensure_future(batcher.run(b"c"))
+    with pytest.raises(QueueTimeout):
+        await first
+    assert not second.done() and pool.queued == 1  # its own 400 ms are not over
+    factory.made[0].gate.set_result(None)
+    await running
+    await busy_until(factory.made)
+    factory.made[0].gate.set_result(None)
+    assert (await second)[0].payload == b"0:c"
+    assert factory.made[0].batches == [[b"a"], [b"c"]]
+
+
+async def test_a_request_whose_caller_leaves_the_queue_is_not_batched():
+    pool, factory, batcher = batching(8, 0)
+    await pool.start()
+    running = asyncio.ensure_future(batcher.run(b"a"))
+    await busy_until(factory.made)
+    queued = [asyncio.ensure_future(batcher.run(body)) for body in (b"b", b"c", b"d")]
+    await settle()
+    queued[1].cancel()
+    await settle()
+    assert pool.queued == 2
+    factory.made[0].gate.set_result(None)
+    await running
+    await busy_until(factory.made)
+    factory.made[0].gate.set_result(None)
+    await asyncio.gather(queued[0], queued[2])
+    assert factory.made[0].batches == [[b"a"], [b"b", b"d"]]
+
+
+async def test_an_idle_leader_waits_for_company_and_goes_as_soon_as_the_batch_is_full():
+    pool, factory, batcher = batching(2, 10_000)
+    await pool.start()
+    lone = asyncio.ensure_future(batcher.run(b"a"))
+    await settle()
+    assert factory.made[0].batches == []  # waiting for company, up to maxWaitMs
+    company = asyncio.ensure_future(batcher.run(b"b"))
+    await busy_until(factory.made)  # full: it goes at once, long before maxWaitMs
+    factory.made[0].gate.set_result(None)
+    await asyncio.gather(lone, company)
+    assert factory.made[0].batches == [[b"a", b"b"]] and answers([lone, company]) == [b"0:a", b"0:b"]

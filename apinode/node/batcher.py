@@ -1,90 +1,112 @@
 """Adaptive batching of one endpoint's requests (DESIGN.md, "Function shapes").
 
-A batch opens with the request that finds none open (its leader) and takes a pipeline from
-the pool as any request does, so the pool's FIFO order, ceil, queue bound and queue timeout
-apply to it; requests that arrive meanwhile join it, up to `maxSize`. Once it holds a pipeline
-it waits for what is left of `maxWaitMs` since it opened, unless it is already full, then runs
-as one call whose body packs the requests' bodies (apinode.runtime.batch). So under load a
-batch fills while it waits for a pipeline and goes at once; when idle, a lone request waits at
-most `maxWaitMs` for company. Each caller gets its own answer and its own wait.
+Every request queues in the pool as any request does, so the pool's rules hold per request:
+the queue bound counts requests, each has its own queue timeout, and the order is FIFO. A
+request the pool hands a pipeline leads a batch: it takes along the requests queued behind it
+(`Pool.claim`), up to `maxSize`, and waits for what is left of `maxWaitMs` since it arrived
+for more to queue, unless the batch is already full; then the batch runs as one call whose body
+packs the requests' bodies (apinode.runtime.batch). So under load a leader finds its batch
+waiting in the queue and goes at once; when idle, a lone request waits at most `maxWaitMs` for
+company. Each caller gets its own answer and its own wait.
 
-Concurrency model: on the event loop. A batch runs in its own task; its members await its
-result (shielded: a member that goes away does not cancel the others' call).
+Concurrency model: on the event loop. A batch runs in its own task, so that its leader's caller
+going away does not stop the others' call; every member awaits its own future, shielded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from ..packaging.definitions import BatchSettings
 from ..runtime import framing
 from .errors import PipelineDied
-from .pool import Pool
+from .pool import Pipeline, Pool
 from .process import Reply
 
 
-class _Batch:
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.arrived: list[float] = []  # perf_counter of each member's arrival
-        self.opened = time.perf_counter()
-        self.full = asyncio.Event()
+class _Member:
+    """One request of a batch."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.arrived = time.perf_counter()
         self.sent_at = 0.0
-        self.replies: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+    @property
+    def waited_ms(self) -> float:
+        return max(0.0, (self.sent_at - self.arrived) * 1000)
 
 
 class Batcher:
     def __init__(self, pool: Pool, settings: BatchSettings) -> None:
         self.pool = pool
         self.settings = settings
-        self._open: _Batch | None = None
+        self._queued = asyncio.Event()  # a request joined the queue: leaders gathering look again
         self._running: set[asyncio.Task[None]] = set()
 
-    async def run(self, body: bytes) -> tuple[Reply, float]:
-        """This request's reply, and the ms it waited (in the queue and for its batch)."""
-        batch = self._open
-        if batch is None:
-            batch = self._open = _Batch()
-            task = asyncio.ensure_future(self._run(batch))
+    async def run(self, body: bytes, on_acquired: Callable[[], None] | None = None) -> tuple[Reply, float]:
+        """This request's reply, and the ms it waited (in the queue and for its batch).
+        `on_acquired()` once the request is in a batch: cancelling before only takes it out of
+        the queue; after, its batch goes on without its caller."""
+        member = _Member(body)
+        self._queued.set()  # wakes a gathering leader once this request is queued (acquire's await)
+        pipeline = await self.pool.acquire(member)
+        if on_acquired is not None:
+            on_acquired()
+        if pipeline is not None:
+            task = asyncio.ensure_future(self._lead(pipeline, member))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-        index = len(batch.bodies)
-        batch.bodies.append(body)
-        batch.arrived.append(time.perf_counter())
-        if len(batch.bodies) >= self.settings.max_size:
-            self._close(batch)
-        replies = await asyncio.shield(batch.replies)
-        return replies[index], max(0.0, (batch.sent_at - batch.arrived[index]) * 1000)
+        return await asyncio.shield(member.reply), member.waited_ms
 
-    def _close(self, batch: _Batch) -> None:
-        """No one joins it any more; it goes as soon as it holds a pipeline."""
-        if self._open is batch:
-            self._open = None
-        batch.full.set()
-
-    async def _gathered(self, batch: _Batch) -> bytes:
-        left = self.settings.max_wait_ms / 1000 - (time.perf_counter() - batch.opened)
-        if left > 0 and not batch.full.is_set():
-            try:
-                await asyncio.wait_for(batch.full.wait(), left)
-            except asyncio.TimeoutError:
-                pass
-        self._close(batch)
-        batch.sent_at = time.perf_counter()
-        return b"".join(framing.pack(framing.CALL, body) for body in batch.bodies)
-
-    async def _run(self, batch: _Batch) -> None:
+    async def _lead(self, pipeline: Pipeline, leader: _Member) -> None:
+        batch = [leader]
         try:
-            reply, _ = await self.pool.run(lambda: self._gathered(batch))
+            batch += await self._gather(leader)
+        except BaseException as exc:
+            self.pool.release(pipeline)
+            _fail(batch, exc)
+            raise
+        sent_at = time.perf_counter()
+        for member in batch:
+            member.sent_at = sent_at
+        try:
+            reply = await self.pool.call(pipeline, b"".join(framing.pack(framing.CALL, m.body) for m in batch))
             replies = [Reply(*frame) for frame in framing.unpack_all(reply.payload)]
-            if reply.kind != framing.RESULT or len(replies) != len(batch.bodies):
+            if reply.kind != framing.RESULT or len(replies) != len(batch):
                 raise PipelineDied(f"{self.pool.name}: the pipeline's answer to a batch is not one per request")
         except BaseException as exc:
-            self._close(batch)
-            batch.replies.set_exception(exc)
-            batch.replies.exception()  # retrieved: every member raises it
+            _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        batch.replies.set_result(replies)
+        for member, answer in zip(batch, replies):
+            member.reply.set_result(answer)
+
+    async def _gather(self, leader: _Member) -> list[_Member]:
+        """The requests queued behind the leader, as they come, until the batch is full or
+        `maxWaitMs` since the leader arrived is over."""
+        gathered: list[_Member] = []
+        closes = leader.arrived + self.settings.max_wait_ms / 1000
+        while True:
+            for rider in self.pool.claim(self.settings.max_size - 1 - len(gathered)):
+                assert isinstance(rider, _Member)
+                gathered.append(rider)
+            left = closes - time.perf_counter()
+            if len(gathered) >= self.settings.max_size - 1 or left <= 0:
+                return gathered
+            self._queued.clear()
+            try:
+                await asyncio.wait_for(self._queued.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+
+def _fail(batch: list[_Member], exc: BaseException) -> None:
+    for member in batch:
+        if not member.reply.done():
+            member.reply.set_exception(exc)
+            member.reply.exception()  # retrieved: a member whose caller left does not log it

@@ -127,9 +127,7 @@ class Endpoint:
         stream's end data, `{"timing", "apiContext"}`; any other function's is the usual one.
         """
         if self.batcher is not None:  # a batched endpoint answers whole (its function returns lists)
-            if on_acquired is not None:  # joined to a batch, a request stays in it (Pool.run)
-                on_acquired()
-            reply, waited_ms = await self.batcher.run(body)
+            reply, waited_ms = await self.batcher.run(body, on_acquired)
         else:
             reply, waited_ms = await self.pool.run(body, on_item, on_acquired)
         if reply.kind not in (framing.RESULT, framing.END):

@@ -14,6 +14,9 @@ Semantics (DESIGN.md, "The pool" and "Pipelines in production"):
   request, is recycled: its replacement is started, and it stops without serving again;
 - a pipeline above `cruise` that has been idle for `scaleDownDelay` ms is stopped;
 - a pipeline that dies fails its request (PipelineDied) and is replaced up to the floor;
+- a batched endpoint's request that holds a pipeline takes along requests queued behind it
+  (`claim`, apinode.node.batcher): batches form from the FIFO queue, so every rule above
+  holds per request;
 - the first start decides whether the endpoint loads: code that fails then marks the whole
   pool failed with that error (requests fail with it, nothing is respawned in a loop). A start
   that fails later (a transient error in the initialization, no file descriptors left) is
@@ -33,7 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..packaging.definitions import PoolSettings
 from .errors import EndpointLoadFailed, ExecutionTimeout, PipelineDied, PoolClosed, QueueFull, QueueTimeout
@@ -59,6 +62,12 @@ class Pipeline(Protocol):
         """`callback(pipeline)` once it has ended; at once if it has ended already."""
 
 
+class _Waiter(NamedTuple):
+    deadline: float  # loop time
+    future: asyncio.Future[Pipeline | None]
+    rider: object  # what a batch takes along when it claims this request (Pool.claim)
+
+
 class Pool:
     def __init__(
         self,
@@ -76,9 +85,9 @@ class Pool:
         self._served: dict[Pipeline, tuple[int, int]] = {}  # requests served, and the limit drawn
         self._timed_out: set[Pipeline] = set()
         self._starting = 0
-        # (deadline, future) in arrival order: with one timeout per pool, deadlines are sorted
-        # too, so a single timer on the head of the queue expires every waiter in time.
-        self._waiters: collections.deque[tuple[float, asyncio.Future[Pipeline]]] = collections.deque()
+        # In arrival order: with one timeout per pool, deadlines are sorted too, so a single
+        # timer on the head of the queue expires every waiter in time.
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._expiry: asyncio.TimerHandle | None = None
         self._scale_down: asyncio.TimerHandle | None = None
         self._retry: asyncio.TimerHandle | None = None
@@ -113,29 +122,80 @@ class Pool:
             raise self.failure
 
     async def run(
-        self,
-        body: bytes | Callable[[], Awaitable[bytes]],
-        on_item: ItemSink | None = None,
-        on_acquired: Callable[[], None] | None = None,
+        self, body: bytes, on_item: ItemSink | None = None, on_acquired: Callable[[], None] | None = None
     ) -> tuple[Reply, float]:
-        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline). A body
-        still being gathered (a batch: apinode.node.batcher) is awaited once the pipeline is
-        held, before its executionTimeout starts. A streamed
+        """Run one request on a pipeline: (reply, ms spent waiting for the pipeline). A streamed
         call (`on_item`, see ProcessPipeline.call) holds its pipeline, and its executionTimeout
         runs, until the stream ends. `on_acquired()` is called once a pipeline is the request's:
         cancelling before that only takes the request out of the queue; cancelling after it
         stops the pipeline."""
         queued_at = time.perf_counter()
-        pipeline = await self._acquire()
+        pipeline = await self.acquire()
+        assert pipeline is not None  # only a request that can ride in a batch is claimed
         if on_acquired is not None:
             on_acquired()
         waited_ms = (time.perf_counter() - queued_at) * 1000
-        if not isinstance(body, bytes):
-            try:
-                body = await body()
-            except BaseException:
-                self._offer(pipeline)
-                raise
+        return await self.call(pipeline, body, on_item), waited_ms
+
+    async def acquire(self, rider: object = None) -> Pipeline | None:
+        """A pipeline for one request, by the pool's rules (idle, started up to ceil, or queued,
+        refused past the queue bound or the queue timeout); the caller then `call`s it or
+        `release`s it. A request queued with a `rider` (apinode.node.batcher) may instead be
+        claimed by a request that holds a pipeline (`claim`): then None."""
+        if self.failure is not None:
+            raise self.failure
+        if self._closing:
+            raise PoolClosed(f"{self.name} is stopping")
+        if self._idle and not self._waiters:
+            pipeline, _ = self._idle.popitem()  # the one used last
+            self._busy.add(pipeline)
+            return pipeline
+        if self.size < self.settings.ceil and len(self._waiters) >= self._starting and self._retry is None:
+            self._spawn()
+        if len(self._waiters) >= self._starting + self.settings.queue:
+            self.rejected += 1
+            raise QueueFull(
+                f"{self.name}: all {self.size} pipelines are busy and the queue is full ({self.settings.queue} waiting)"
+            )
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Pipeline | None] = loop.create_future()
+        deadline = loop.time() + self.settings.timeout_ms / 1000
+        self._waiters.append(_Waiter(deadline, waiter, rider))
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire_waiters)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                handed = waiter.result()
+                if handed is not None:
+                    self._offer(handed)  # handed over just as the caller went away
+            else:
+                self._remove_waiter(waiter)
+            raise
+
+    def claim(self, count: int) -> list[object]:
+        """The riders of up to `count` requests at the head of the queue, in order, taken out of
+        it (their `acquire` returns None): a batch formed from the FIFO queue. Stops at a request
+        without a rider, so that no request is overtaken."""
+        riders: list[object] = []
+        while self._waiters and len(riders) < count:
+            head = self._waiters[0]
+            if not head.future.done():
+                if head.rider is None:
+                    break
+                head.future.set_result(None)
+                riders.append(head.rider)
+            self._waiters.popleft()
+        return riders
+
+    def release(self, pipeline: Pipeline) -> None:
+        """Give back a pipeline that `acquire` handed out, without calling it."""
+        self._offer(pipeline)
+
+    async def call(self, pipeline: Pipeline, body: bytes, on_item: ItemSink | None = None) -> Reply:
+        """Call a pipeline `acquire` handed out, under the executionTimeout; then it is offered
+        to the next request, recycled, or replaced if it died."""
         deadline = self._arm_deadline(pipeline)
         try:
             reply = await pipeline.call(body, on_item)
@@ -160,7 +220,7 @@ class Pool:
         self._timed_out.discard(pipeline)
         if pipeline in self._busy:  # else it timed out just as it answered, and is gone
             self._done(pipeline)
-        return reply, waited_ms
+        return reply
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Refuse new requests, let queued and running ones finish (bounded), stop every pipeline."""
@@ -188,44 +248,13 @@ class Pool:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- the state machine -----------------------------------------------------------------
-    async def _acquire(self) -> Pipeline:
-        if self.failure is not None:
-            raise self.failure
-        if self._closing:
-            raise PoolClosed(f"{self.name} is stopping")
-        if self._idle and not self._waiters:
-            pipeline, _ = self._idle.popitem()  # the one used last
-            self._busy.add(pipeline)
-            return pipeline
-        if self.size < self.settings.ceil and len(self._waiters) >= self._starting and self._retry is None:
-            self._spawn()
-        if len(self._waiters) >= self._starting + self.settings.queue:
-            self.rejected += 1
-            raise QueueFull(
-                f"{self.name}: all {self.size} pipelines are busy and the queue is full ({self.settings.queue} waiting)"
-            )
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Pipeline] = loop.create_future()
-        deadline = loop.time() + self.settings.timeout_ms / 1000
-        self._waiters.append((deadline, waiter))
-        if self._expiry is None:
-            self._expiry = loop.call_at(deadline, self._expire_waiters)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._offer(waiter.result())  # handed over just as the caller went away
-            else:
-                self._remove_waiter(waiter)
-            raise
-
     def _expire_waiters(self) -> None:
         """Refuse the waiters whose deadline passed; re-arm the timer for the next one."""
         self._expiry = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._waiters:
-            deadline, waiter = self._waiters[0]
+            deadline, waiter, _ = self._waiters[0]
             if not waiter.done() and deadline > now:
                 self._expiry = loop.call_at(deadline, self._expire_waiters)
                 break
@@ -237,9 +266,9 @@ class Pool:
                 )
         self._check_drained()
 
-    def _remove_waiter(self, waiter: asyncio.Future[Pipeline]) -> None:
+    def _remove_waiter(self, waiter: asyncio.Future[Pipeline | None]) -> None:
         for entry in self._waiters:
-            if entry[1] is waiter:
+            if entry.future is waiter:
                 self._waiters.remove(entry)
                 break
         self._check_drained()
@@ -297,7 +326,7 @@ class Pool:
         """A pipeline is free (just started or done with a request): first waiter first."""
         self._busy.discard(pipeline)
         while self._waiters:
-            _, waiter = self._waiters.popleft()
+            waiter = self._waiters.popleft().future
             if not waiter.done():
                 self._busy.add(pipeline)
                 waiter.set_result(pipeline)
@@ -413,7 +442,7 @@ class Pool:
 
     def _reject_waiters(self, error: Exception) -> None:
         while self._waiters:
-            _, waiter = self._waiters.popleft()
+            waiter = self._waiters.popleft().future
             if not waiter.done():
                 waiter.set_exception(error)
 
