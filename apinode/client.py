@@ -17,12 +17,14 @@ holds no connection and may be shared between threads.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +34,7 @@ from .results import QueryResult, describe_error, one_line
 
 RUN_TIMEOUT = 60.0
 """Seconds a run call may take: past the pool's default queue timeout (10 s) and most functions."""
+SSE = "text/event-stream"
 ADMIN_TIMEOUT = 600.0
 """Seconds an admin call may take: a switch loads a generation, building its code env first."""
 
@@ -107,18 +110,31 @@ def request(
 ) -> Answer:
     """One HTTP exchange; the answer whatever its status. NodeError (one line) when `url` is not
     an http(s) URL or nothing answers (refused, unknown host, timed out)."""
+    with _open(url, method, body, headers, timeout) as response:
+        return Answer(response.status, response.read())
+
+
+@contextmanager
+def _open(
+    url: str, method: str, body: bytes | BinaryIO | None, headers: Mapping[str, str] | None, timeout: float
+) -> Iterator[http.client.HTTPResponse]:
+    """The response of one HTTP exchange, to read as it comes, whatever its status; NodeError
+    as `request` says."""
     http_request = urllib.request.Request(check_url(url), data=body, headers=dict(headers or {}), method=method)
     try:
-        with urllib.request.urlopen(http_request, timeout=timeout) as response:
-            return Answer(response.status, response.read())
+        response = urllib.request.urlopen(http_request, timeout=timeout)
     except urllib.error.HTTPError as error:
-        with error:
-            return Answer(error.code, error.read())
+        response = error
     except ValueError:  # http.client.InvalidURL: a port that is not a number, a control character
         raise NodeError(_invalid_url(url)) from None
     except OSError as error:  # refused, unknown host, timed out (URLError is an OSError)
         reason = getattr(error, "reason", error)
         raise NodeError(f"cannot reach {url}: {reason}") from None
+    with response:
+        try:
+            yield response
+        except OSError as error:  # timed out or cut while reading
+            raise NodeError(f"{url}: the answer was cut short: {error}") from None
 
 
 def check_url(url: str) -> str:
@@ -155,18 +171,38 @@ class NodeClient:
     # -- run URLs -------------------------------------------------------------------------------
     def run(self, service: str, endpoint: str, body: bytes, timeout: float = RUN_TIMEOUT) -> Answer:
         """POST `body` to the endpoint's run URL; the answer whatever its status."""
-        url = f"{self.url}/public/api/v1/{quote(service)}/{quote(endpoint)}/run"
-        return request(url, "POST", body, {**self._headers, "Content-Type": "application/json"}, timeout)
+        return request(self._run_url(service, endpoint), "POST", body, self._run_headers(), timeout)
 
-    def play(self, service: str, endpoint: str, query: TestQuery) -> QueryResult:
-        """Play one test query; the node's answer judged against the query's `expected`."""
+    def _run_url(self, service: str, endpoint: str) -> str:
+        return f"{self.url}/public/api/v1/{quote(service)}/{quote(endpoint)}/run"
+
+    def _run_headers(self, accept: str | None = None) -> dict[str, str]:
+        headers = {**self._headers, "Content-Type": "application/json"}
+        if accept is not None:
+            headers["Accept"] = accept
+        return headers
+
+    def play(
+        self, service: str, endpoint: str, query: TestQuery, on_item: Callable[[Any], None] | None = None
+    ) -> QueryResult:
+        """Play one test query; the node's answer judged against the query's `expected`.
+
+        With `on_item` the query asks for a stream (server-sent events): a generator's items are
+        handed to `on_item` as the node sends them, and judged together as the list the node
+        answers without a stream; an error after the first item is judged as a 500 with its
+        error object. Any other function answers as usual."""
         started = time.perf_counter()
-        answer = self.run(service, endpoint, json.dumps(query.query).encode())
+        url, headers = self._run_url(service, endpoint), self._run_headers(None if on_item is None else SSE)
+        with _open(url, "POST", json.dumps(query.query).encode(), headers, RUN_TIMEOUT) as response:
+            if on_item is not None and response.headers.get_content_type() == SSE:
+                status, decoded = _streamed(response, on_item)
+            else:
+                answer = Answer(response.status, response.read())
+                status, decoded = answer.status, answer.json()
+                if status == 200:
+                    decoded = decoded.get("response") if isinstance(decoded, dict) else decoded
         elapsed_ms = (time.perf_counter() - started) * 1000
-        decoded = answer.json()
-        if answer.status == 200:
-            decoded = decoded.get("response") if isinstance(decoded, dict) else decoded
-        return QueryResult(endpoint, query.name, query.expected, answer.status, decoded, elapsed_ms)
+        return QueryResult(endpoint, query.name, query.expected, status, decoded, elapsed_ms)
 
     # -- the admin API --------------------------------------------------------------------------
     def admin(self, method: str, path: str, body: Any = None, context: str = "") -> Any:
@@ -235,3 +271,23 @@ class NodeClient:
         if not answer.ok:
             raise NodeError.answered(answer.status, answer.json(), context)
         return answer.json()
+
+
+def _streamed(response: http.client.HTTPResponse, on_item: Callable[[Any], None]) -> tuple[int, Any]:
+    """(status, the items as a list or the error object) of a stream of server-sent events
+    (DESIGN.md, "Function shapes"), handing each item to `on_item` as it is read."""
+    items: list[Any] = []
+    event = "message"
+    for line in iter(response.readline, b""):
+        if line.startswith(b"event: "):
+            event = line[len(b"event: ") :].strip().decode()
+        elif line.startswith(b"data: "):
+            data = json.loads(line[len(b"data: ") :])
+            if event == "error":
+                return 500, data
+            if event == "end":
+                return 200, items
+            items.append(data)
+            on_item(data)
+            event = "message"
+    return 500, {"errorType": "StreamCut", "message": f"the stream ended after {len(items)} items, without its end"}

@@ -43,6 +43,16 @@ ADD_QUERIES = (
     '%%api_test_queries demo/add\n[{"name": "three", "query": {"a": 1, "b": 2}, "expected": 3},\n'
     ' {"name": "wrong", "query": {"a": 1, "b": 1}, "expected": 3}]'
 )
+COUNT = """%%api_endpoint demo/count --function count
+import os, time
+
+def count(n, gate):
+    for i in range(n):
+        yield {"i": i}
+        deadline = time.monotonic() + 60
+        while i == 0 and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+"""
 BROKEN = "%%api_endpoint demo/broken --function f\nimport no_such_module_here\n\ndef f():\n    return 1\n"
 
 
@@ -133,7 +143,10 @@ def test_the_designer_deploys_shows_load_status_plays_and_downloads(tmp_path, br
         assert page.locator('tr[data-endpoint="demo/add"] .load').inner_text() == "✓ loads"
         assert "NOT switched" in page.locator("#status").inner_text()
 
-        write_notebook(root / "work" / "demo.ipynb", ADD, ADD_QUERIES)  # the author fixes it
+        gate = tmp_path / "gate"
+        count_query = {"name": "counts", "query": {"n": 3, "gate": str(gate)}, "expected": [{"i": i} for i in range(3)]}
+        count_queries = f"%%api_test_queries demo/count\n{json.dumps([count_query])}"
+        write_notebook(root / "work" / "demo.ipynb", ADD, ADD_QUERIES, COUNT, count_queries)  # the author fixes it
         page.click("#open")
         page.wait_for_selector('tr[data-endpoint="demo/broken"]', state="detached")
         page.click("#deploy")
@@ -143,6 +156,17 @@ def test_the_designer_deploys_shows_load_status_plays_and_downloads(tmp_path, br
         assert page.locator("#results tr[data-query='three'] td").all_inner_texts()[-1] == "PASS"
         assert page.locator("#results tr[data-query='wrong'] td").all_inner_texts()[-1] == "FAIL"
         assert "2 queries, 1 FAILED" in page.locator("#results caption").inner_text()
+
+        # a generator's items show as they arrive: the first while the generator waits for the gate
+        page.wait_for_selector('tr[data-endpoint="demo/count"] .load.ok')
+        page.click('button.play[data-endpoint="demo/count"]')
+        page.wait_for_selector("#items li.item")
+        assert page.locator("#items li.item").all_inner_texts() == ['{"i":0}']
+        assert page.locator("#results tr[data-query='counts']").count() == 0  # the play goes on
+        gate.touch()
+        page.wait_for_selector("#results tr[data-query='counts']")
+        assert page.locator("#items li.item").all_inner_texts() == ['{"i":0}', '{"i":1}', '{"i":2}']
+        assert page.locator("#results tr[data-query='counts'] td").all_inner_texts()[-1] == "PASS"
         page.screenshot(path=str(SHOTS / "apinode-designer.png"), full_page=True)
 
         with page.expect_download() as download:

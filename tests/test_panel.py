@@ -29,6 +29,39 @@ QUERIES = [
 ]
 
 
+COUNT = """import os, time
+
+def count(n, gate):
+    for i in range(n):
+        yield {"i": i}
+        deadline = time.monotonic() + 30
+        while i == 0 and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+"""
+
+
+def register_count(registry: KernelEndpoints, gate) -> None:
+    """calc/count: a generator that waits for the file `gate` after its first item."""
+    registry.register(parse_endpoint_magic("calc/count --function count"), COUNT)
+    query = {"name": "counts", "query": {"n": 3, "gate": str(gate)}, "expected": [{"i": 0}, {"i": 1}, {"i": 2}]}
+    registry.set_test_queries("calc", "count", json.dumps([query]))
+
+
+def play_streamed(panel: ApiPanel, gate) -> None:
+    """Play calc/count: its first item shows while the generator waits for `gate`, then the table."""
+    panel.endpoint.value = ("calc", "count")
+    playing = threading.Thread(target=panel.play_button.click)
+    playing.start()
+    try:
+        eventually(lambda: "1 items so far" in panel.results.value, timeout=30)
+        assert "counts" in panel.results.value and "{&quot;i&quot;: 0}" in panel.results.value
+    finally:
+        gate.touch()
+        playing.join(timeout=30)
+    assert errors(panel) == "" and not playing.is_alive()
+    assert ">PASS<" in panel.results.value and "1 query, all passed" in panel.status.value
+
+
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory):
     server = DevServer(os.getpid(), tmp_path_factory.mktemp("runtime"), start_timeout=60, stop_timeout=10)
@@ -94,7 +127,13 @@ def test_play_in_the_kernel_saves_the_edited_queries_and_shows_the_results(panel
     assert not panel.play_button.disabled and not panel.deploy_button.disabled
 
 
-def test_deploy_shows_which_functions_load_then_play_on_the_dev_server(panel, registry):
+def test_play_in_the_kernel_shows_a_generators_items_as_they_arrive(panel, registry, tmp_path):
+    register_count(registry, tmp_path / "gate")
+    panel.refresh()
+    play_streamed(panel, tmp_path / "gate")
+
+
+def test_deploy_shows_which_functions_load_then_play_on_the_dev_server(panel, registry, tmp_path):
     panel.where.value = "dev server"
     panel.play_button.click()
     assert errors(panel) == "the dev server serves nothing of service 'calc' yet: deploy it first\n"
@@ -106,15 +145,19 @@ def test_deploy_shows_which_functions_load_then_play_on_the_dev_server(panel, re
     assert "no_such_module_here" in panel.loads.value and "ModuleNotFoundError" in panel.loads.value
 
     registry.register(parse_endpoint_magic("calc/broken --function f"), "def f():\n    return 1\n")
+    register_count(registry, tmp_path / "gate")
     deploy(panel)
     assert "deployed to the dev server" in panel.status.value
-    assert panel.loads.value.count(">yes<") == 2
+    assert panel.loads.value.count(">yes<") == 3
 
     panel.play_button.click()
     assert errors(panel) == ""
     assert (panel.progress.value, panel.progress.max) == (2, 2)
     assert "on the dev server: 2 queries, 1 FAILED" in panel.status.value
     assert ">PASS<" in panel.results.value and ">FAIL<" in panel.results.value
+    panel.refresh()
+    play_streamed(panel, tmp_path / "gate")  # streamed from the dev server as server-sent events
+    panel.endpoint.value = ("calc", "add")
 
     registry.register(
         parse_endpoint_magic("calc/broken --function f"), "import no_such_module_here\n\ndef f():\n    pass\n"

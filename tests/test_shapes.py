@@ -13,7 +13,8 @@ import requests
 from openapi_spec_validator import validate
 from support import SERVICES, NodeProcess
 
-from apinode.packaging.definitions import DefinitionError, EndpointDef
+from apinode.client import NodeClient
+from apinode.packaging.definitions import DefinitionError, EndpointDef, TestQuery
 from apinode.packaging.magic_syntax import MagicUsageError, parse_endpoint_magic
 from apinode.runtime import framing
 from apinode.runtime.batch import BatchInvoker
@@ -107,6 +108,17 @@ def test_an_error_mid_stream_is_an_error_event_and_the_connection_stays_usable(n
             run_url(node, "count"), json={"n": 5, "fail_at": 0}, headers={"Accept": "text/event-stream"}
         )
         assert answer.status_code == 500 and answer.json()["errorType"] == "FunctionError"
+
+
+def test_the_client_plays_a_query_as_a_stream_handing_each_item_as_it_comes(node):
+    client, items = NodeClient(node.url), []
+    played = client.play("shapes", "count", TestQuery("three", {"n": 3}, [{"i": 0}, {"i": 1}, {"i": 2}]), items.append)
+    assert (played.status, played.verdict, items) == (200, "PASS", [{"i": 0}, {"i": 1}, {"i": 2}])
+    items.clear()
+    failed = client.play("shapes", "count", TestQuery("fails", {"n": 3, "fail_at": 2}), items.append)
+    assert failed.status == 500 and failed.answer["errorType"] == "FunctionError" and items == [{"i": 0}, {"i": 1}]
+    plain = client.play("shapes", "later", TestQuery("plain", {"x": 4}), items.append)  # not a generator
+    assert plain.status == 200 and plain.answer["x"] == 4
 
 
 def test_a_client_leaving_mid_stream_stops_the_generator_and_frees_its_pipeline(node):

@@ -15,6 +15,7 @@ own start and stop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from ..packaging.bundles import bundle_bytes
@@ -78,8 +79,12 @@ class Designer:
         info = self.dev_server.ensure()
         return {"devServer": info.url, "services": [deploy_to_dev(info, staged).to_json() for staged in services]}
 
-    async def play(self, path: str, service_id: str, endpoint_id: str) -> dict[str, Any]:
-        """Play an endpoint's test queries (as the notebook has them) on the dev server."""
+    async def play(
+        self, path: str, service_id: str, endpoint_id: str, on_item: Callable[[str, Any], None] | None = None
+    ) -> dict[str, Any]:
+        """Play an endpoint's test queries (as the notebook has them) on the dev server. With
+        `on_item`, a generator's items stream: `on_item(query name, item)` as each arrives, from
+        the worker thread that plays."""
         definition = (await self.service(path, service_id)).definition
         try:
             endpoint = definition.endpoint(endpoint_id)
@@ -91,11 +96,17 @@ class Designer:
                 f"{path}: {service_id}/{endpoint_id} has no test queries; add a "
                 f"%%api_test_queries {service_id}/{endpoint_id} cell",
             )
-        return await asyncio.to_thread(self._play, service_id, endpoint_id, endpoint.test_queries)
+        return await asyncio.to_thread(self._play, service_id, endpoint_id, endpoint.test_queries, on_item)
 
-    def _play(self, service_id: str, endpoint_id: str, queries: tuple[TestQuery, ...]) -> dict[str, Any]:
+    def _play(
+        self,
+        service_id: str,
+        endpoint_id: str,
+        queries: tuple[TestQuery, ...],
+        on_item: Callable[[str, Any], None] | None,
+    ) -> dict[str, Any]:
         info = self.dev_server.ensure()
-        report = play_on_dev(info, service_id, endpoint_id, queries)
+        report = play_on_dev(info, service_id, endpoint_id, queries, on_item=on_item)
         return {
             "service": service_id,
             "endpoint": endpoint_id,

@@ -27,6 +27,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -193,15 +194,17 @@ def play_on_dev(
     endpoint: str,
     queries: Sequence[TestQuery],
     on_result: Callable[[QueryResult], None] | None = None,
+    on_item: Callable[[str, Any], None] | None = None,
 ) -> RichReport:
-    """Play test queries on the dev server, one after the other; `on_result` after each.
+    """Play test queries on the dev server, one after the other; `on_result` after each. With
+    `on_item`, a generator's items stream: `on_item(query name, item)` as each arrives.
     NotDeployed, before any query, when the dev server serves nothing of the service."""
     if served_generation(NodeClient(info.url, info.admin_key), service) is None:
         raise NotDeployed(f"the dev server serves nothing of service {service!r} yet: deploy it first")
     node = NodeClient(info.url)
     results = []
     for query in queries:
-        results.append(node.play(service, endpoint, query))
+        results.append(node.play(service, endpoint, query, None if on_item is None else partial(on_item, query.name)))
         if on_result is not None:
             on_result(results[-1])
     return RichReport(f"{service}/{endpoint} on the dev server", tuple(results))

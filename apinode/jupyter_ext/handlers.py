@@ -17,13 +17,14 @@ import json
 import urllib.parse
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
+from tornado.iostream import StreamClosedError
 
 from ..client import NodeError
 from ..packaging.bundles import BundleError
@@ -37,6 +38,7 @@ PROXY_TIMEOUT = 300.0
 """Seconds the proxy waits for the dev server. A pool bounds only a request's wait in its queue
 (its `timeout`), not how long a call runs, so this bounds a call that never returns."""
 STATIC = Path(__file__).parent / "static"
+SSE = "text/event-stream"
 _PASSED_HEADERS = ("Retry-After", "WWW-Authenticate", "Allow")
 _T = TypeVar("_T")
 
@@ -91,10 +93,43 @@ class DeployHandler(ApiNodeHandler):
 
 
 class PlayHandler(ApiNodeHandler):
+    """The results of an endpoint's test queries, played on the dev server: JSON; or, asked with
+    `Accept: text/event-stream`, server-sent events as the play goes: `item` ({"query", "item"})
+    for each item of a generator as the dev server streams it, then `played` (the same JSON)
+    or `error` ({"message"}). The page shows a streamed result as it arrives."""
+
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self.finish(await self.call(self.designer.play(*self.body("path", "service", "endpoint"))))
+        path, service, endpoint = self.body("path", "service", "endpoint")
+        if SSE not in self.request.headers.get("Accept", ""):
+            self.finish(await self.call(self.designer.play(path, service, endpoint)))
+            return
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+
+        def on_item(query: str, item: Any) -> None:  # on the thread that plays
+            loop.call_soon_threadsafe(items.put_nowait, (query, item))
+
+        playing = asyncio.ensure_future(self.call(self.designer.play(path, service, endpoint, on_item)))
+        playing.add_done_callback(lambda _: items.put_nowait(None))  # after every item: FIFO
+        self.set_header("Content-Type", SSE)
+        self.set_header("Cache-Control", "no-cache")
+        try:
+            while (next_item := await items.get()) is not None:
+                query, item = next_item
+                await self.event("item", {"query": query, "item": item})
+            try:
+                await self.event("played", playing.result())
+            except web.HTTPError as error:
+                await self.event("error", {"message": error.log_message})
+        except StreamClosedError:  # the page went away; the play ends in its thread
+            return
+        self.finish(set_content_type=SSE)
+
+    async def event(self, name: str, data: Any) -> None:
+        self.write(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n")
+        await self.flush()
 
 
 class StartHandler(ApiNodeHandler):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import linecache
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from ..packaging.definitions import NO_EXPECTED
 from ..packaging.magic_syntax import ENDPOINT_MAGIC
@@ -20,17 +22,27 @@ from ..packaging.notebooks import EndpointRegistration
 from ..results import QueryResult
 from ..runtime.batch import BatchInvoker
 from ..runtime.errors import error_json
-from ..runtime.invoke import Invoker, Outcome
+from ..runtime.invoke import Invoker, ItemSink, Outcome
 from ..runtime.loader import LoadError, endpoint_module_name, load_function
 from .html_tables import RichReport
 from .kernel_endpoints import KernelEndpoints, NotRegistered
 
+Invoke = Callable[[bytes, ItemSink | None], Outcome]
+"""An endpoint's answer to a request body, its items handed to the sink as they come."""
 AD_HOC_QUERY = "query"
 """The name a query typed on the `%api_test` line goes by."""
 
 
-def run_queries(registry: KernelEndpoints, service: str, endpoint: str, query: str | None = None) -> RichReport:
-    """Play `query` (a request body, as JSON text) or else the endpoint's saved test queries."""
+def run_queries(
+    registry: KernelEndpoints,
+    service: str,
+    endpoint: str,
+    query: str | None = None,
+    on_item: Callable[[str, Any], None] | None = None,
+) -> RichReport:
+    """Play `query` (a request body, as JSON text) or else the endpoint's saved test queries.
+    A generator's items are judged as the list a node answers; `on_item(query name, item)` is
+    called with each as the generator produces it."""
     registration = registry.registration(service, endpoint)
     name = f"{service}/{endpoint}"
     if query is not None:
@@ -45,22 +57,27 @@ def run_queries(registry: KernelEndpoints, service: str, endpoint: str, query: s
     invoke = _load(registry, registration, name)
     results = []
     for query_name, body, expected in bodies:
-        outcome = invoke(body)
+        items: list[Any] = []
+        outcome = invoke(body, None if on_item is None else _collector(items, partial(on_item, query_name)))
+        answer = items if outcome.streamed else json.loads(outcome.payload)
         results.append(
-            QueryResult(
-                endpoint,
-                query_name,
-                expected,
-                outcome.status,
-                json.loads(outcome.payload),
-                outcome.execution_ms,
-                outcome.traceback,
-            )
+            QueryResult(endpoint, query_name, expected, outcome.status, answer, outcome.execution_ms, outcome.traceback)
         )
     return RichReport(f"{name} in the kernel", tuple(results))
 
 
-def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: str) -> Callable[[bytes], Outcome]:
+def _collector(items: list[Any], on_item: Callable[[Any], None]) -> ItemSink:
+    """The sink of a generator's encoded items (runtime.invoke): each decoded, kept, shown."""
+
+    def collect(encoded: bytes) -> bool:
+        items.append(json.loads(encoded))
+        on_item(items[-1])
+        return True
+
+    return collect
+
+
+def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: str) -> Invoke:
     """The endpoint's code loaded as a pipeline loads it; if it does not load, every call gets
     the node's EndpointLoadFailed answer, with the traceback for the author."""
     folders = registry.folder_paths(registration)
@@ -80,7 +97,11 @@ def _load(registry: KernelEndpoints, registration: EndpointRegistration, name: s
         )
     except LoadError as error:
         failed = Outcome(500, error_json("EndpointLoadFailed", f"{name}: {error}"), 0.0, error.traceback or None)
-        return lambda body: failed
+
+        def load_failed(body: bytes, on_item: ItemSink | None) -> Outcome:
+            return failed
+
+        return load_failed
     if registration.magic.batch is not None:  # each query is a batch of one, as a lone request on a node
         return BatchInvoker(function).alone
     return Invoker(function)

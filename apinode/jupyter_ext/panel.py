@@ -3,7 +3,8 @@
 A composite of stock ipywidgets, so it needs no front-end code and works wherever ipywidgets
 does, headless included (tests click its buttons and read its widgets). It is a thin skin over
 the library: queries play in the kernel through `%api_test`'s code (kernel_queries.run_queries,
-the binding a pipeline runs) or on the dev server through devclient.play_on_dev, and deploying
+the binding a pipeline runs) or on the dev server through devclient.play_on_dev (a generator's
+items show as they arrive, streamed as server-sent events from the dev server), and deploying
 is devclient.deploy_to_dev of the kernel's registered service, followed as it goes
 (apinode.jupyter_ext.deploy_progress). Results are the tables `%api_test` shows.
 
@@ -163,11 +164,13 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
         self.progress.max, self.progress.value = len(queries), 0
         in_kernel = self.where.value == KERNEL
         self._say(f"playing {len(queries)} queries {'in the kernel' if in_kernel else 'on the dev server'}…")
+        self.results.value = ""
+        show = self._item_shower()
         if in_kernel:
-            report = run_queries(self.registry, service, endpoint)
+            report = run_queries(self.registry, service, endpoint, on_item=show)
             self.progress.value = len(queries)
         else:
-            report = play_on_dev(self._dev_server(), service, endpoint, queries, self._advance)
+            report = play_on_dev(self._dev_server(), service, endpoint, queries, self._advance, show)
         self.results.value = _tables(report._repr_html_())
         self._say(report.summary, _OK if report.passed else _WRONG)
 
@@ -233,6 +236,24 @@ class ApiPanel(widgets.VBox):  # type: ignore[misc]
             raise NotRegistered("no endpoint selected: run a %%api_endpoint cell, then refresh")
         selected: tuple[str, str] = self.endpoint.value
         return selected
+
+    def _item_shower(self) -> Callable[[str, Any], None]:
+        """Shows a generator's items in `results` as they arrive, until the table replaces them."""
+        items: list[str] = []
+        playing = ""
+
+        def show(query: str, item: Any) -> None:
+            nonlocal playing
+            if query != playing:
+                playing = query
+                items.clear()
+            items.append(f"<li><code>{html.escape(json.dumps(item, ensure_ascii=False))}</code></li>")
+            self.results.value = (
+                f'<div class="apinode-items"><b>{html.escape(query)}</b>: {len(items)} items so far'
+                f"<ol>{''.join(items)}</ol></div>"
+            )
+
+        return show
 
     def _advance(self, _result: QueryResult) -> None:
         self.progress.value += 1

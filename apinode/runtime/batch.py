@@ -19,7 +19,7 @@ from typing import Any
 from . import framing
 from .coroutines import resolve
 from .errors import error_json
-from .invoke import Invoker, Outcome, parse_or_refuse, raised
+from .invoke import Invoker, ItemSink, Outcome, parse_or_refuse, raised
 from .results import NotSerializable, encode
 from .validation import Invalid, batch_request_check
 
@@ -29,7 +29,7 @@ class BatchInvoker(Invoker):
         super().__init__(function, max_result_bytes)
         self.check_request = batch_request_check(function)
 
-    def __call__(self, body: bytes, on_item: Callable[[bytes], bool] | None = None) -> Outcome:
+    def __call__(self, body: bytes, on_item: ItemSink | None = None) -> Outcome:
         requests = [self._request(payload) for _, _, _, payload in framing.unpack_all(body)]
         answers: list[Outcome | None] = [params if isinstance(params, Outcome) else None for params in requests]
         batch = [params for params in requests if not isinstance(params, Outcome)]
@@ -62,8 +62,9 @@ class BatchInvoker(Invoker):
         except Invalid as exc:
             return Outcome(400, error_json("InvalidParameters", str(exc)), 0.0)
 
-    def alone(self, body: bytes) -> Outcome:
-        """One request as a batch of one (`%api_test`): its own outcome."""
+    def alone(self, body: bytes, on_item: ItemSink | None = None) -> Outcome:
+        """One request as a batch of one (`%api_test`): its own outcome (a batched function
+        returns lists: it has no items to stream)."""
         batch = self(framing.pack(framing.CALL, body))
         _, status, execution_ms, payload = framing.unpack_all(batch.payload)[0]
         return Outcome(status, payload, execution_ms, batch.traceback)

@@ -21,6 +21,9 @@ from .errors import error_json
 from .results import NotSerializable, encode
 from .validation import Invalid, Validator
 
+ItemSink = Callable[[bytes], bool]
+"""Takes a generator's items one by one, encoded; False stops the generator (the caller left)."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -96,7 +99,7 @@ class Invoker:
         self.validate = validator if validator else None
         self.max_result_bytes = max_result_bytes
 
-    def __call__(self, body: bytes, on_item: Callable[[bytes], bool] | None = None) -> Outcome:
+    def __call__(self, body: bytes, on_item: ItemSink | None = None) -> Outcome:
         """The answer to one request body.
 
         A generator function's items are encoded one by one: with `on_item` each is handed to it
@@ -125,7 +128,7 @@ class Invoker:
             return Outcome(500, error_json("ResultNotSerializable", str(exc)), elapsed)
         return self.sized(encoded, elapsed)
 
-    def _stream(self, stream: Any, on_item: Callable[[bytes], bool] | None, started: float) -> Outcome:
+    def _stream(self, stream: Any, on_item: ItemSink | None, started: float) -> Outcome:
         """Run a generator to its end (or until `on_item` says stop); what it raises, the caller
         reports as the function's exception."""
         collected: list[bytes] = []

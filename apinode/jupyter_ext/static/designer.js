@@ -12,18 +12,46 @@ function xsrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
-async function call(method, path, body) {
-  const response = await fetch(new URL(path, base), {
+function send(method, path, body, accept = "application/json") {
+  return fetch(new URL(path, base), {
     method,
     credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-XSRFToken": xsrfToken() },
+    headers: { "Content-Type": "application/json", Accept: accept, "X-XSRFToken": xsrfToken() },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+}
+
+async function call(method, path, body) {
+  const response = await send(method, path, body);
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     throw new Error(answer.message || `${response.status} ${response.statusText}`);
   }
   return answer;
+}
+
+// POSTs and reads the answer's server-sent events as they arrive: onEvent(name, data) for each.
+async function callStreamed(path, body, onEvent) {
+  const response = await send("POST", path, body, "text/event-stream");
+  if (!response.ok) {
+    const answer = await response.json().catch(() => ({}));
+    throw new Error(answer.message || `${response.status} ${response.statusText}`);
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const lines = buffer.slice(0, end).split("\n");
+      buffer = buffer.slice(end + 2);
+      const name = (lines.find((line) => line.startsWith("event: ")) || "event: message").slice(7);
+      const data = lines.filter((line) => line.startsWith("data: ")).map((line) => line.slice(6)).join("\n");
+      onEvent(name, JSON.parse(data));
+    }
+  }
 }
 
 function element(tag, attributes = {}, ...children) {
@@ -146,9 +174,29 @@ async function deploy() {
   });
 }
 
+// A generator's items, listed as the dev server streams them (the results table follows).
+function showItem({ query, item }) {
+  $("#items-section").hidden = false;
+  const list = $("#items");
+  if (list.dataset.query !== query) {
+    list.dataset.query = query;
+    list.replaceChildren();
+    $("#items-query").textContent = query;
+  }
+  list.append(element("li", { class: "item", text: JSON.stringify(item) }));
+}
+
 async function play(service, endpoint) {
   await busy(`playing the test queries of ${service}/${endpoint} on the dev server…`, async () => {
-    const played = await call("POST", "apinode/api/dev/play", { path: notebook.path, service, endpoint });
+    $("#items-section").hidden = true;
+    delete $("#items").dataset.query;
+    let played = null;
+    await callStreamed("apinode/api/dev/play", { path: notebook.path, service, endpoint }, (name, data) => {
+      if (name === "item") showItem(data);
+      else if (name === "played") played = data;
+      else if (name === "error") throw new Error(data.message);
+    });
+    if (!played) throw new Error("the play ended without its results");
     renderResults(played);
     say(played.summary, played.passed ? "" : "error");
   });
