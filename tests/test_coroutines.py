@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 
 import pytest
 
@@ -21,6 +22,7 @@ def runner():
     yield runner
     if runner._loop is not None:
         asyncio.set_event_loop(None)
+        sys.set_asyncgen_hooks(None, None)  # the runner installed its loop's
         runner._loop.close()
 
 
