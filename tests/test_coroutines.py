@@ -26,11 +26,18 @@ def runner():
         runner._loop.close()
 
 
-def loop_turned(runner: EventLoop, awaitable) -> tuple[object, bool]:
+def loop_turned(runner: EventLoop, awaitable, monkeypatch) -> tuple[object, bool]:
     """(what the awaitable returned, whether the loop ran meanwhile)."""
     runner.run(asyncio.sleep(0))  # the loop exists
+    loop = runner._loop
     turns = []
-    runner._loop.call_soon(turns.append, 1)
+    run_once = loop._run_once
+
+    def counted_run_once():
+        turns.append(1)
+        run_once()
+
+    monkeypatch.setattr(loop, "_run_once", counted_run_once)
     result = runner.run(awaitable)
     return result, bool(turns)
 
@@ -45,13 +52,27 @@ async def suspends(delay: float):
     return task is asyncio.current_task(), asyncio.get_running_loop()
 
 
-def test_a_call_that_never_suspends_is_answered_without_a_turn_of_the_loop(runner):
-    assert loop_turned(runner, identity(x=1)) == ({"x": 1}, False)
+def test_a_call_that_never_suspends_is_answered_without_a_turn_of_the_loop(runner, monkeypatch):
+    assert loop_turned(runner, identity(x=1), monkeypatch) == ({"x": 1}, False)
 
 
-def test_a_call_that_suspends_is_finished_by_the_loop_in_the_same_task(runner):
-    (same_task, loop), turned = loop_turned(runner, suspends(0.01))
+def test_a_call_that_suspends_is_finished_by_the_loop_in_the_same_task(runner, monkeypatch):
+    (same_task, loop), turned = loop_turned(runner, suspends(0.01), monkeypatch)
     assert same_task and turned and loop is runner._loop
+
+
+def test_a_task_started_by_a_call_that_never_suspends_gets_its_turn(runner):
+    ran = []
+
+    async def note():
+        ran.append(1)
+
+    async def starts_a_task():
+        asyncio.get_running_loop().create_task(note())
+        return "started"
+
+    assert runner.run(starts_a_task()) == "started"
+    assert ran == [1]
 
 
 def test_every_call_runs_in_a_task_on_the_one_loop_with_the_loop_running(runner):

@@ -37,8 +37,10 @@ class EventLoop:
         if self._in_thread:
             return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
         task = _eager_task(loop, awaitable)
-        if task.done():
+        if task.done() and not _has_ready_callbacks(loop):
             return task.result()
+        # a call that suspended, or scheduled work of its own (a task it started): the loop
+        # runs until the call is done, giving that work its turns as run_until_complete always did
         return loop.run_until_complete(task)
 
     def _start(self) -> asyncio.AbstractEventLoop:
@@ -80,6 +82,10 @@ def _eager_task(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> asy
     finally:
         asyncio.events._set_running_loop(None)
     return task
+
+
+def _has_ready_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
+    return bool(getattr(loop, "_ready", True))
 
 
 def _loop_runs_here() -> bool:
