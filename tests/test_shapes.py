@@ -6,12 +6,15 @@ import concurrent.futures
 import dataclasses
 import json
 import re
+import socket
+import time
+import urllib.parse
 
 import dataikuapi
 import pytest
 import requests
 from openapi_spec_validator import validate
-from support import SERVICES, NodeProcess
+from support import SERVICES, NodeProcess, eventually
 
 from apinode.client import NodeClient
 from apinode.packaging.definitions import DefinitionError, EndpointDef, TestQuery
@@ -128,6 +131,35 @@ def test_a_client_leaving_mid_stream_stops_the_generator_and_frees_its_pipeline(
     # the only pipeline is free again: the next call is served, by the same process
     collected = requests.post(run_url(node, "endless"), json={"limit": 2}, timeout=10).json()["response"]
     assert [item["i"] for item in collected] == [0, 1] and collected[0]["pid"] == first["pid"]
+
+
+def test_a_client_reading_slowly_holds_the_generator_back_and_then_gets_every_item(node, tmp_path):
+    """Backpressure: while the client reads nothing, the node stops reading the pipeline, so
+    the generator cannot run ahead into the node's memory; read on, the stream is whole."""
+    items, size, progress = 200, 1 << 18, tmp_path / "progress"  # 50 MB, far past every socket buffer
+    body = json.dumps({"n": items, "size": size, "progress": str(progress)}).encode()
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        client.settimeout(30)
+        address = urllib.parse.urlsplit(node.url)
+        client.connect((address.hostname, address.port))
+        client.sendall(
+            b"POST /public/api/v1/shapes/flood/run HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        )
+        received = bytearray(client.recv(1 << 16))
+        made = lambda: int(progress.read_text() or 0) if progress.exists() else 0  # noqa: E731
+        eventually(made)
+        watched_until = time.monotonic() + 2  # without backpressure, 2 s make all 50 MB
+        while time.monotonic() < watched_until:
+            assert made() < items // 4, "the generator ran ahead of a client that reads nothing"
+            time.sleep(0.05)
+        while not received.endswith(b"0\r\n\r\n"):
+            chunk = client.recv(1 << 20)
+            assert chunk, "the stream ended early"
+            received += chunk
+    assert received.count(b"data: {") == items + 1  # every item, then the end event
+    assert b"event: end" in received and made() == items
 
 
 def test_the_openapi_document_describes_streams_and_stays_valid(node):

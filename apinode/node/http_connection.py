@@ -292,6 +292,10 @@ class HttpConnection(asyncio.Protocol):
         """Send bytes; the future is done once the transport's buffer has room (flow control)."""
         if self.transport is not None and not self._closing:
             self.transport.write(data)
+        return self.writable()
+
+    def writable(self) -> asyncio.Future[None]:
+        """Done once the transport's buffer has room (or the connection is gone)."""
         if self._writable is not None:
             return self._writable
         done = self.front.loop.create_future()

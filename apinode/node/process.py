@@ -26,9 +26,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -36,8 +36,18 @@ from ..runtime import framing
 from .errors import EndpointLoadFailed
 from .output import RELAY, OutputSource
 
-ItemSink = Callable[[bytes | bytearray], bool]
-"""Takes one streamed item; False once the caller is gone (the generator is then closed)."""
+
+class ItemSink(Protocol):
+    """Where a streamed call's items go as they come (apinode.node.stream_answer)."""
+
+    def item(self, payload: bytes | bytearray) -> bool:
+        """Take one item; False once the caller is gone (the generator is then closed)."""
+
+    def writable(self) -> asyncio.Future[None]:
+        """Done once the caller can take more. Until then the channel stops reading, so the
+        pipeline's frames wait in its socket and a slow reader slows the generator down
+        instead of filling the node's memory."""
+
 
 RUNTIME_DIR = Path(framing.__file__).resolve().parent
 log = logging.getLogger("apinode.pipeline")
@@ -134,8 +144,9 @@ class Channel(asyncio.BufferedProtocol):
 
     async def call(self, body: bytes, on_item: ItemSink | None = None) -> Reply:
         """One call's frames (ProcessDied if the channel closes first): its reply; or, with
-        `on_item`, a stream: each ITEM goes to `on_item` as it comes, and the reply is the END
-        (or ERROR) that closes it. Once `on_item` says False (the caller went away) the
+        `on_item`, a stream: each ITEM goes to `on_item` as it comes (no faster than the caller
+        takes them), and the reply is the END (or ERROR) that closes it. Once `on_item` says
+        False (the caller went away) the
         pipeline is told to close the generator (CANCEL) and the rest is dropped until that END:
         the pipeline is then free for the next call."""
         if on_item is None:
@@ -143,12 +154,27 @@ class Channel(asyncio.BufferedProtocol):
         reply = await self.exchange(framing.pack(framing.CALL_STREAMED, body))
         wanted = True
         while reply.kind == framing.ITEM:
-            if wanted and not on_item(reply.payload):
-                wanted = False
-                if self.transport is not None and not self.closed:
-                    self.transport.write(framing.pack(framing.CANCEL))
+            if wanted:
+                wanted = on_item.item(reply.payload)
+                if not wanted:
+                    if self.transport is not None and not self.closed:
+                        self.transport.write(framing.pack(framing.CANCEL))
+                else:
+                    writable = on_item.writable()
+                    if not writable.done():
+                        await self._paused_until(writable)
             reply = await self.expect()
         return reply
+
+    async def _paused_until(self, writable: asyncio.Future[None]) -> None:
+        """Read nothing more from the pipeline until the caller can take more."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        try:
+            await writable
+        finally:
+            if not self.closed:
+                self.transport.resume_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._large is not None:

@@ -163,9 +163,7 @@ class RunCall:
             stream = stream_format(self.head)
             if stream is not None:
                 self.stream = StreamAnswer(self.connection, self, stream)
-            status, answer, ends_stream = await endpoint.run(
-                body, self.received, self.stream.item if self.stream else None, self._acquired
-            )
+            status, answer, ends_stream = await endpoint.run(body, self.received, self.stream, self._acquired)
             self._answer(status, answer, ends_stream=ends_stream)
         except asyncio.CancelledError:  # its caller went away while it was queued
             self.connection.lose(self)

@@ -9,15 +9,18 @@ The caller picks the format with its Accept header (DESIGN.md, "Function shapes"
 Without either (or from an HTTP/1.0 caller, which cannot read chunks) nothing streams: a
 generator's items are collected by the pipeline and answered in the usual envelope.
 
-The answer is chunked; each item is written as one chunk the moment its frame arrives, so the
-node holds no more of a stream than the socket buffers do. The head is written with the first
+The answer is chunked; each item is written as one chunk the moment its frame arrives. While
+the client's socket is full, the pipeline's channel is not read (ItemSink.writable), so the
+node holds no more of a stream than the socket buffers do and a slow reader slows the
+generator down. The head is written with the first
 item (or the end): an error before any item is answered as any other, with its own status.
 
-Concurrency: on the event loop, from the pipeline's reader (`item`) and the call's task (`end`).
+Concurrency: on the event loop, from the call's task.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from .http_connection import Exchange, HttpConnection, RequestHead
@@ -71,6 +74,9 @@ class StreamAnswer:
             return False
         self._write(self.format.item % payload)
         return True
+
+    def writable(self) -> asyncio.Future[None]:
+        return self.connection.writable()
 
     def end(self, body: bytes, ends_stream: bool) -> bool:
         """Finish with the end data (`ends_stream`) or an error object: True when that closed

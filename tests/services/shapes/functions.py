@@ -44,6 +44,15 @@ def endless(limit=None):
         time.sleep(0.01)
 
 
+def flood(n, size, progress):
+    """n items of `size` characters, as fast as they are taken; writes how many it has made."""
+    text = "x" * size
+    for i in range(n):
+        yield {"i": i, "text": text}
+        with open(progress, "w") as file:
+            file.write(str(i + 1))
+
+
 class Row(TypedDict):
     x: int
     fail: NotRequired[bool]
