@@ -310,7 +310,9 @@ def test_a_cluster_that_cannot_be_reached_is_said_and_the_node_exits_non_zero(tm
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in ran.stderr
 
 
-def generation_bundle(directory: Path, generation: str) -> Path:
+def generation_bundle(directory: Path, generation: str, requirement: str | None = None) -> Path:
+    """A generation of service "busy", with a code env of `requirement` from a wheelhouse of
+    tiny_wheel if given."""
     source = directory / generation
     source.mkdir(parents=True)
     (source / "which.py").write_text(
@@ -323,6 +325,9 @@ def generation_bundle(directory: Path, generation: str) -> Path:
         "pool": {"floor": 2, "cruise": 2, "ceil": 2},
         "resources": {"cpus": 0.25},
     }
+    if requirement is not None:
+        tiny_wheel(source / "wheelhouse")
+        endpoint["codeEnv"] = {"requirements": [requirement], "wheelhouse": "wheelhouse"}
     (source / "service.json").write_text(json.dumps({"id": "busy", "endpoints": [endpoint]}))
     bundle = directory / f"{generation}.zip"
     write_bundle(stage_directory(source), bundle, generation)
@@ -330,6 +335,8 @@ def generation_bundle(directory: Path, generation: str) -> Path:
 
 
 def test_the_admin_switch_under_load_loses_nothing_and_stops_the_old_generation_s_hosts(cluster, tmp_path):
+    """And a generation whose code env cannot be built on a Ray node is refused, while the
+    one serving serves on."""
     data_dir = tmp_path / "data"
     key = make_admin_key(data_dir)
     others = ray_actor_processes()  # other nodes' hosts (the module's node)
@@ -339,6 +346,8 @@ def test_the_admin_switch_under_load_loses_nothing_and_stops_the_old_generation_
         admin.create_service("busy")
         for generation in ("g1", "g2"):
             admin.service("busy").import_generation_from_archive(str(generation_bundle(tmp_path, generation)))
+        broken = generation_bundle(tmp_path, "g3", "apinode-ray-missing==1.0")
+        admin.service("busy").import_generation_from_archive(str(broken))
         admin.service("busy").switch_to_single_generation("g1")
         stop = threading.Event()
         outcomes: list[str] = []
@@ -360,15 +369,21 @@ def test_the_admin_switch_under_load_loses_nothing_and_stops_the_old_generation_
                     admin.service("busy").switch_to_single_generation(generation)
                     seen = len(outcomes)
                     eventually(lambda seen=seen: len(outcomes) >= seen + 40, timeout=30)
+                serving = ray_actor_processes() - others - earlier  # the last g2's
+                with pytest.raises(Exception, match="on Ray node .*apinode-ray-missing"):
+                    admin.service("busy").switch_to_single_generation("g3")
+                seen = len(outcomes)
+                eventually(lambda: len(outcomes) >= seen + 40, timeout=30)
             finally:
                 stop.set()
                 for future in running:
                     future.result()
         assert [outcome for outcome in outcomes if outcome.startswith("FAILED")] == []
         assert outcomes[-1] == "g2"
-        # the hosts of the generations switched from (g1, g2, g1) are stopped; the last g2's serve
-        assert earlier
-        eventually(lambda: not earlier & ray_actor_processes() and ray_actor_processes() - others, timeout=30)
+        # the hosts of the generations switched from (g1, g2, g1) and of g3, which did not load,
+        # are stopped; the last g2's serve
+        assert earlier and serving
+        eventually(lambda: ray_actor_processes() - others == serving, timeout=30)
     finally:
         node.stop()
 
