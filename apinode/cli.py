@@ -298,7 +298,8 @@ def _run(args: argparse.Namespace) -> int:
         store = DataDir(Path(data_dir))
         definition = store.install(staged.definition.id, bundle)
         code_envs = run_cache()
-        for endpoint in definition.endpoints:  # an env that cannot be built ends `run`, saying why
+        # An env that cannot be built ends `run`, saying why; on a Ray cluster, Ray nodes build them.
+        for endpoint in () if args.ray else definition.endpoints:
             codeenv_python(code_envs, endpoint, store.generation_dir(definition.id, str(definition.generation)))
 
         def announce(base: str, services: ServiceManager) -> None:

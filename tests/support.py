@@ -160,3 +160,24 @@ def execute_notebook(path: Path, allow_errors: bool):
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     return notebook.cells
+
+
+WHERE = (
+    "import os, time\n\n"
+    "def raylet():\n"
+    "    pid = os.getpid()\n"
+    "    while pid > 1:\n"
+    "        with open(f'/proc/{pid}/cmdline', 'rb') as f:\n"
+    "            if b'raylet' in f.read().split(b'\\0')[0]:\n"
+    "                return pid\n"
+    "        with open(f'/proc/{pid}/stat') as f:\n"
+    "            pid = int(f.read().rsplit(')', 1)[1].split()[1])\n"
+    "    return None\n\n"
+)
+"""Endpoint code defining `raylet()`: in a pipeline on a Ray cluster of this machine, the pid of
+its Ray node's raylet (its nearest raylet ancestor), which tells the Ray node it runs on."""
+
+
+def raylet_pid(ray_node) -> int:
+    """The pid of the raylet of a Ray node that `ray.cluster_utils.Cluster` started."""
+    return ray_node.all_processes["raylet"][0].process.pid

@@ -41,7 +41,8 @@ class Endpoint:
         env: dict[str, str] | None = None,
     ) -> None:
         """`python` and `env` are what its pipelines run with: the node's own interpreter and
-        environment, or a code env's (see apinode.node.interpreters)."""
+        environment, or a code env's (see apinode.node.interpreters); on a Ray cluster each Ray
+        node chooses them (apinode.node.ray.host)."""
         self.service_id = service_id
         self.generation = generation
         self.definition = definition
@@ -63,7 +64,7 @@ class Endpoint:
         if ray_cluster.connected():  # --ray: its pipelines go to the cluster (apinode.node.ray)
             from .ray.factory import RayPipelineFactory
 
-            self.factory = RayPipelineFactory(spec, self.counts, definition.resources)
+            self.factory = RayPipelineFactory(spec, self.counts, definition)
         else:
             self.factory = PipelineFactory(spec, settings.start, self.counts)
         self.pool = Pool(self.name, settings, self.factory, self.counts)

@@ -11,6 +11,8 @@ Caches: `apinode run` keeps its envs across runs in $APINODE_CODE_ENVS (default
 ~/.cache/apinode/code-envs), the user's cache, which the Jupyter dev server shares; `apinode
 serve --data-dir DIR` keeps them in DIR/code-envs, next to the generations that use them
 (DIR/services/<id>/generations/<gen>/service.json), unless `--code-envs` names another cache.
+On a Ray cluster (--ray) the node builds none: each Ray node that runs an endpoint's pipelines
+builds its env there, with this same code, in its own cache (`ray_node_cache`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def run_cache() -> CodeEnvCache:
     A relative `$APINODE_CODE_ENVS` is taken from the current directory, once, here."""
     root = os.environ.get("APINODE_CODE_ENVS")
     return CodeEnvCache(Path(root).expanduser().resolve() if root else Path.home() / ".cache" / "apinode" / "code-envs")
+
+
+def ray_node_cache() -> CodeEnvCache:
+    """The cache of a Ray node (apinode.node.ray.host): `$APINODE_RAY_CODE_ENVS` as set where
+    that Ray node was started (`ray start`), else the user's cache, as `apinode run` finds it on
+    that machine. A Ray node keeps its envs across Ray sessions, as a user's machine does."""
+    root = os.environ.get("APINODE_RAY_CODE_ENVS")
+    return CodeEnvCache(Path(root).expanduser().resolve()) if root else run_cache()
 
 
 def data_dir_cache(data_dir: Path) -> CodeEnvCache:

@@ -351,12 +351,8 @@ class RuntimeProcess:
         return await self.channel.exchange(frame)
 
     def memory_mb(self) -> float:
-        """Resident memory (RSS, as `ps` and `top` show it), in MiB; 0 once the process is gone."""
-        try:
-            with open(f"/proc/{self.pid}/statm", "rb") as statm:
-                return int(statm.read().split()[1]) * PAGE_SIZE / (1 << 20)
-        except (OSError, IndexError, ValueError):
-            return 0.0
+        """Its resident memory, in MiB (`resident_mb`)."""
+        return resident_mb(self.pid)
 
     def kill_group(self) -> None:
         try:
@@ -392,3 +388,13 @@ class RuntimeProcess:
 
     def exited(self) -> None:
         """Runs once, when the process has ended."""
+
+
+def resident_mb(pid: int) -> float:
+    """Resident memory of a process on this machine (RSS, as `ps` and `top` show it), in MiB;
+    0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE / (1 << 20)
+    except (OSError, IndexError, ValueError):
+        return 0.0

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..packaging.codeenvs import CodeEnvCache, CodeEnvError
 from ..packaging.definitions import DefinitionError, ServiceDef, load_service_file
+from . import ray as ray_cluster
 from .errors import ApiError, BadRequest, Conflict, EndpointLoadFailed, NotFound, listing
 from .interpreters import Interpreter, Interpreters, codeenv_python
 from .jsonfile import DataDirError
@@ -254,8 +255,11 @@ class ServiceManager:
 
     def _interpreters(self, definition: ServiceDef, directory: Path) -> Interpreters:
         """Each endpoint's interpreter, or why its code env could not be built (that endpoint
-        then fails to load, like one whose code raises)."""
+        then fails to load, like one whose code raises). None on a Ray cluster: each Ray node
+        builds the envs of the pipelines it runs (apinode.node.ray.host)."""
         interpreters: dict[str, Interpreter | EndpointLoadFailed] = {}
+        if ray_cluster.connected():
+            return interpreters
         for endpoint in definition.endpoints:
             try:
                 interpreters[endpoint.id] = codeenv_python(self.code_envs, endpoint, directory)

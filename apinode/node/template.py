@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Mapping
+
+import orjson
 
 from ..runtime import framing
 from .errors import EndpointLoadFailed
@@ -84,15 +87,17 @@ class Template(RuntimeProcess):
         self._sender.close()
         await super().stop(grace)
 
-    async def fork_onto(self, channel_fd: int, output_fd: int) -> int:
+    async def fork_onto(self, channel_fd: int, output_fd: int, environment: Mapping[str, str] | None = None) -> int:
         """Fork a pipeline whose channel and output are these descriptors (the caller closes its
-        copies): its pid (ForkRefused, TemplateGone). A pipeline on a Ray node gets a TCP
-        connection as its channel (apinode.node.ray)."""
+        copies), with these environment variables set in it: its pid (ForkRefused,
+        TemplateGone). A pipeline on a Ray node gets a TCP connection as its channel, and its
+        reservation's GPU ids as variables (apinode.node.ray)."""
+        frame = framing.pack(framing.FORK, orjson.dumps(environment) if environment else b"")
         async with self._lock:
             try:
                 answer = self.channel.expect()
                 if not answer.done():
-                    socket.send_fds(self._sender, [framing.pack(framing.FORK)], [channel_fd, output_fd])
+                    socket.send_fds(self._sender, [frame], [channel_fd, output_fd])
                 reply = await answer
             except (ProcessDied, OSError) as exc:
                 raise TemplateGone(f"{self.label} is gone") from exc

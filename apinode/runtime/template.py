@@ -8,8 +8,10 @@ walks, so collections in pipelines do not write to the pages they share copy-on-
 Then, for each FORK frame (carrying the new pipeline's end of its channel and the pipe its
 output goes to), it forks. The child leaves the template's session (a process group of its
 own, which the node kills as a group), takes those descriptors as its channel and its
-stdout/stderr, says READY on its channel and serves calls with the function the template
-loaded: no initialization runs again. The parent answers FORKED with the child's pid.
+stdout/stderr, sets the environment variables the frame's payload may carry (a JSON object:
+on a Ray cluster, the GPU ids of the pipeline's own reservation), says READY on its channel
+and serves calls with the function the template loaded: no initialization runs again. The
+parent answers FORKED with the child's pid.
 
 A template with other threads alive after the initialization (a thread pool, a client's
 background thread) cannot fork safely: a fork copies only the calling thread, so a lock held by
@@ -25,6 +27,7 @@ until the node stops them, each watched by its own watchdog.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import socket
@@ -48,7 +51,7 @@ def serve(control: socket.socket) -> None:
     gc.freeze()
     signal.signal(signal.SIGCHLD, _reap)
     while True:
-        kind, _, fds = framing.receive_with_fds(control, 2)
+        kind, payload, fds = framing.receive_with_fds(control, 2)
         if kind != framing.FORK or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
@@ -63,7 +66,7 @@ def serve(control: socket.socket) -> None:
             stream.flush()
         pid = os.fork()
         if pid == 0:
-            _become_pipeline(control, fds, invoke)
+            _become_pipeline(control, fds, invoke, json.loads(payload) if payload else {})
         for fd in fds:
             os.close(fd)
         framing.send(control, framing.FORKED, str(pid).encode())
@@ -95,10 +98,11 @@ def _reap(signum: int, frame: Any) -> None:
             sys.stderr.write(f"pipeline pid {pid} exited with code {os.WEXITSTATUS(status)}\n")
 
 
-def _become_pipeline(control: socket.socket, fds: list[int], invoke: Invoker) -> None:
+def _become_pipeline(control: socket.socket, fds: list[int], invoke: Invoker, environment: dict[str, str]) -> None:
     """The forked child: a pipeline in a process group of its own. Never returns."""
     try:
         os.setsid()
+        os.environ.update(environment)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         control.close()
         channel_fd, output_fd = fds

@@ -7,11 +7,20 @@ local pipeline's socketpair. The pool does not know the difference.
 
 Adding a pipeline: reserve the bundle (5-8 ms once resources are free; until then it waits, and
 `waiting` says how many do), start the endpoint's `TemplateHost` on that Ray node if it has
-none (the initialization runs once per Ray node), fork (a few ms). Stopping one closes its
+none (its code env is built there if needed, and the initialization runs, once per Ray node),
+learn the ids of the accelerators the bundle holds if it holds any (a Ray task in the bundle:
+Ray tells a process its GPUs only when it starts that process, and a fork is not one of
+those), fork (a few ms) with those ids in its environment. Stopping one closes its
 connection (the pipeline ends at its next read, its watchdog ends its group) and removes its
 placement group. A pipeline ends for the pool when its connection closes, or when its host's
 `lifeline` fails: the actor died or its Ray node was lost; the request it was running fails
 with PipelineDied, and the pool starts a replacement wherever Ray finds room.
+
+`maxMemoryMb`: the node cannot read a Ray node's /proc, so once the pool first asks for a
+pipeline's memory, its host is asked for the memory of all its pipelines every
+MEMORY_SAMPLE_PERIOD seconds; the pool's check after each request reads the last figure. A
+pipeline that crosses the limit is thus recycled after the first request it ends at least one
+period later, where a local pipeline is recycled after the request that crossed it.
 
 Concurrency model: on the node's event loop; Ray calls are awaited, never blocking `ray.get`.
 Concurrent starts on one Ray node share one template start.
@@ -31,20 +40,28 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray._private.accelerators import get_all_accelerator_resource_names
 from ray.exceptions import RayError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from ...packaging.definitions import Resources
+from ...packaging.definitions import EndpointDef, Resources
 from ..errors import EndpointLoadFailed, PipelineDied
 from ..process import Channel, ItemSink, PipelineSpec, ProcessDied, Reply
 from ..stats import PipelineCounts
 from ..template import FORK_READY_TIMEOUT
-from .host import NONCE_BYTES, TemplateHost, answer
+from .host import NONCE_BYTES, TemplateHost, answer, visible_accelerators
 
 log = logging.getLogger("apinode.pool")
 KEY_BYTES = 32
+MEMORY_SAMPLE_PERIOD = 1.0
+"""Seconds between two readings of a Ray node's pipelines' memory (one Ray call per host, about
+1 ms of the node's time), once the endpoint has a maxMemoryMb: how late a pipeline over it may
+be recycled."""
+LEAST_CPU = 0.0001  # Ray's resource granularity
+ACCELERATORS = frozenset(get_all_accelerator_resource_names())  # "GPU", "neuron_cores", "TPU"...
 _RemoteHost = ray.remote(TemplateHost)
+_visible_accelerators = ray.remote(visible_accelerators)
 
 
 class _WatchedChannel(Channel):
@@ -91,8 +108,8 @@ class RayPipeline:
         await self.stop()
 
     def memory_mb(self) -> float:
-        """Not measured on a Ray node (the pool's memory limit does not apply there)."""
-        return 0.0
+        """Its resident memory as its host last read it (0 until the first reading)."""
+        return self._host.memory_of(self.pid)
 
     def set_exit_callback(self, callback: Callable[[RayPipeline], None]) -> None:
         self._on_exit = callback
@@ -131,10 +148,28 @@ class _Host:
         self.ready_payload = b""
         self.gone = False
         self._lifeline: asyncio.Task[None] | None = None
+        self._memory: dict[int, float] = {}
+        self._sampling: asyncio.Task[None] | None = None
 
-    async def start(self, spec: PipelineSpec, archive: tuple[str, list[Any]]) -> None:
-        self.ready_payload = await _remote(self.actor.start.remote(spec, *archive))
+    async def start(self, spec: PipelineSpec, endpoint: EndpointDef, archive: tuple[str, list[Any]]) -> None:
+        self.ready_payload = await _remote(self.actor.start.remote(spec, endpoint, *archive))
         self._lifeline = asyncio.ensure_future(self._watch())
+
+    def memory_of(self, pid: int) -> float:
+        """A pipeline's memory as last read (MiB); the first call starts the readings."""
+        if self._sampling is None and not self.gone:
+            self._sampling = asyncio.ensure_future(self._sample())
+        return self._memory.get(pid, 0.0)
+
+    async def _sample(self) -> None:
+        while not self.gone:
+            pids = [pipeline.pid for pipeline in self.pipelines]
+            if pids:
+                try:
+                    self._memory = dict(zip(pids, await self.actor.memory.remote(pids)))
+                except RayError:
+                    return  # the host is gone: its lifeline says so
+            await asyncio.sleep(MEMORY_SAMPLE_PERIOD)
 
     async def _watch(self) -> None:
         try:
@@ -146,10 +181,10 @@ class _Host:
         for pipeline in list(self.pipelines):
             pipeline.lost()
 
-    async def fork(self, name: str, group: PlacementGroup) -> RayPipeline:
+    async def fork(self, name: str, group: PlacementGroup, environment: dict[str, str]) -> RayPipeline:
         host, port = await _remote(self.actor.listen.remote())
         key = os.urandom(KEY_BYTES)
-        forked = self.actor.fork.remote(port, key)  # it gives up after ACCEPT_TIMEOUT if we never connect
+        forked = self.actor.fork.remote(port, key, environment)  # it gives up after ACCEPT_TIMEOUT if we never connect
         sock = await _connect(host, port, key)
         pid = await _remote(forked)
         _, channel = await asyncio.get_running_loop().create_connection(_WatchedChannel, sock=sock)
@@ -165,8 +200,9 @@ class _Host:
 
     async def stop(self) -> None:
         self.gone = True
-        if self._lifeline is not None:
-            self._lifeline.cancel()
+        for task in (self._lifeline, self._sampling):
+            if task is not None:
+                task.cancel()
         ray.kill(self.actor)
 
 
@@ -214,10 +250,27 @@ def _tar(directory: Path) -> bytes:
 
 
 def bundle(resources: Resources) -> dict[str, float]:
-    """What one pipeline reserves, in Ray's names (zero amounts left out: Ray refuses them)."""
+    """What one pipeline reserves, in Ray's names (zero amounts left out: Ray refuses them); the
+    least CPU Ray counts when that leaves nothing (Ray refuses an empty bundle too)."""
     reserved = {"CPU": resources.cpus, "GPU": resources.gpus, "memory": float(resources.memory_mb << 20)}
     reserved.update(resources.custom)
-    return {name: amount for name, amount in reserved.items() if amount}
+    return {name: amount for name, amount in reserved.items() if amount} or {"CPU": LEAST_CPU}
+
+
+async def accelerator_environment(group: PlacementGroup, reserved: dict[str, float]) -> dict[str, str]:
+    """The variables that show a pipeline the accelerators of its bundle (CUDA_VISIBLE_DEVICES
+    for GPUs...), from a task holding them in the bundle; none when it reserves none."""
+    accelerators = {name: amount for name, amount in reserved.items() if name in ACCELERATORS}
+    if not accelerators:
+        return {}
+    probe = _visible_accelerators.options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0),
+        num_cpus=0,
+        num_gpus=accelerators.pop("GPU", 0),
+        resources=accelerators,
+    )
+    found: dict[str, str] = await probe.remote()
+    return found
 
 
 class RayPipelineFactory:
@@ -226,10 +279,12 @@ class RayPipelineFactory:
     start = "fork"
     fallback: str | None = None
 
-    def __init__(self, spec: PipelineSpec, counts: PipelineCounts, resources: Resources) -> None:
+    def __init__(self, spec: PipelineSpec, counts: PipelineCounts, endpoint: EndpointDef) -> None:
+        """`spec`'s interpreter is chosen on each Ray node (`endpoint`'s code env, built there)."""
         self.spec = spec
         self.counts = counts
-        self.bundle = bundle(resources)
+        self.endpoint = endpoint
+        self.bundle = bundle(endpoint.resources)
         self.ready_payload: bytes | None = None
         self._starting = 0
         self._archived: tuple[str, list[Any]] | None = None
@@ -249,7 +304,8 @@ class RayPipelineFactory:
                 self._count_waiting(-1)
             node_id = placement_group_table(group)["bundles_to_node_id"][0]
             host = await self._host_on(node_id)
-            pipeline = await host.fork(self.spec.name, group)
+            environment = await accelerator_environment(group, self.bundle)
+            pipeline = await host.fork(self.spec.name, group, environment)
         except BaseException:
             remove_placement_group(group)
             raise
@@ -296,7 +352,7 @@ class RayPipelineFactory:
     async def _start_host(self, node_id: str) -> _Host:
         host = _Host(node_id)
         try:
-            await host.start(self.spec, await self._archive())
+            await host.start(self.spec, self.endpoint, await self._archive())
         except BaseException:
             await host.stop()
             raise

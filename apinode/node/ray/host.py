@@ -13,7 +13,14 @@ pipeline as its channel. Anyone else reaching the port is dropped.
 
 No shared file system is needed: the node puts the generation's directory, as a tar, in Ray's
 object store once; a host fetches it only when its Ray node does not have it yet (by digest),
-so it crosses the network once per Ray node, not once per pipeline.
+so it crosses the network once per Ray node, not once per pipeline. A bundled wheelhouse is in
+that directory, so it travels the same way. An endpoint's code env is built here, on the Ray
+node, by the code a local node builds it with (apinode.node.interpreters), in this Ray node's
+own cache (`ray_node_cache`), before the template starts; a build that fails fails the start
+with EndpointLoadFailed, as code that does not load would.
+
+The host also reads its pipelines' resident memory for the node (`memory`), which cannot read
+another machine's /proc: that is how `maxMemoryMb` applies on the cluster.
 
 The actor reserves nothing (`num_cpus=0`): a pipeline's resources are held by its placement
 group, which the node created and owns. `lifeline` never returns: the node awaits it, and its
@@ -21,7 +28,9 @@ failure (the actor died, its Ray node was lost) is how the node learns that ever
 is gone, even when a vanished machine sends no FIN.
 
 Concurrency model: an async actor; everything runs on its one event-loop thread, which lives as
-long as the actor (the template is started from it). When the actor ends, the template's
+long as the actor (the template is started from it), except a code env's build, which blocks
+(minutes, the first time) and so runs on a worker thread; hosts building the same env on one
+Ray node wait for each other on the cache's file lock. When the actor ends, the template's
 control socket closes and it ends its group; each pipeline ends when the node closes its
 connection, or the node itself goes.
 """
@@ -36,12 +45,17 @@ import io
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..process import PipelineSpec
+from ...packaging.codeenvs import CodeEnvError
+from ...packaging.definitions import EndpointDef
+from ..errors import EndpointLoadFailed
+from ..interpreters import codeenv_python, ray_node_cache
+from ..process import PipelineSpec, resident_mb
 from ..template import Template
 
 BUNDLES = Path(tempfile.gettempdir()) / "apinode-ray-bundles"
@@ -59,18 +73,29 @@ class TemplateHost:
     def __init__(self) -> None:
         self._template: Template | None = None
         self._listeners: dict[int, socket.socket] = {}
+        self._code_envs = ray_node_cache()
 
-    async def start(self, spec: PipelineSpec, digest: str, archive: list[Any]) -> bytes:
+    async def start(self, spec: PipelineSpec, endpoint: EndpointDef, digest: str, archive: list[Any]) -> bytes:
         """Start the template and load the endpoint from its generation's files (`archive`, a
-        tar in the object store, fetched only if this Ray node lacks `digest`); READY's payload
-        (EndpointLoadFailed)."""
+        tar in the object store, fetched only if this Ray node lacks `digest`), with its code
+        env, built here first if needed; READY's payload (EndpointLoadFailed)."""
         assert spec.cwd is not None
         here = await _unpacked(digest, archive[0])
+
+        def say(line: str) -> None:  # the actor's output, which Ray forwards to the node
+            print(f"{spec.name}: code env: {line}", file=sys.stderr, flush=True)
+
+        try:
+            python, env = await asyncio.to_thread(codeenv_python, self._code_envs, endpoint, here, say)
+        except CodeEnvError as error:
+            raise EndpointLoadFailed(f"{spec.name}: on Ray node {self.node_name()}: {error}") from None
         spec = dataclasses.replace(
             spec,
             code=here / spec.code.relative_to(spec.cwd),
             folders=tuple(here / folder.relative_to(spec.cwd) for folder in spec.folders),
             cwd=here,
+            python=python,
+            env=env,
         )
         self._template = await Template.start(spec)
         return bytes(self._template.ready_payload)
@@ -79,6 +104,16 @@ class TemplateHost:
         import ray
 
         return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+
+    def node_name(self) -> str:
+        """This Ray node as the node's logs name it: its id's first digits, and its address."""
+        import ray
+
+        return f"{ray.get_runtime_context().get_node_id()[:8]} ({self.node_address()})"
+
+    def memory(self, pids: list[int]) -> list[float]:
+        """The resident memory of these pipelines (MiB; 0 for one that has ended)."""
+        return [resident_mb(pid) for pid in pids]
 
     async def listen(self) -> tuple[str, int]:
         host = self.node_address()
@@ -90,8 +125,9 @@ class TemplateHost:
         self._listeners[port] = listener
         return host, port
 
-    async def fork(self, port: int, key: bytes) -> int:
-        """Accept the node's connection on `port`, check it, fork a pipeline onto it: its pid."""
+    async def fork(self, port: int, key: bytes, environment: dict[str, str]) -> int:
+        """Accept the node's connection on `port`, check it, fork a pipeline onto it, with
+        `environment` set in it: its pid."""
         assert self._template is not None, "start() first"
         listener = self._listeners.pop(port)
         try:
@@ -100,7 +136,7 @@ class TemplateHost:
             listener.close()
         output = os.dup(2)  # what the pipeline prints: this actor's log, which Ray forwards to the node
         try:
-            return await self._template.fork_onto(connection.fileno(), output)
+            return await self._template.fork_onto(connection.fileno(), output, environment)
         finally:
             connection.close()
             os.close(output)
@@ -127,6 +163,25 @@ class TemplateHost:
     async def stop(self) -> None:
         if self._template is not None:
             await self._template.stop()
+        self._code_envs.close()
+
+
+def visible_accelerators() -> dict[str, str]:
+    """The variables through which Ray shows a process the accelerators it holds
+    (CUDA_VISIBLE_DEVICES for GPUs, and the like for other kinds), as Ray set them for the task
+    that calls this. Run as a task in a pipeline's placement bundle, it tells the ids of that
+    bundle's accelerators, which the pipeline's fork then gets (Ray sets none for a process it
+    did not start)."""
+    import ray
+    from ray._private.accelerators import get_accelerator_manager_for_resource  # Ray's own mapping
+
+    found = {}
+    for resource, ids in ray.get_runtime_context().get_accelerator_ids().items():
+        manager = get_accelerator_manager_for_resource(resource)
+        variable = manager.get_visible_accelerator_ids_env_var() if ids and manager is not None else None
+        if variable is not None and variable in os.environ:
+            found[variable] = os.environ[variable]
+    return found
 
 
 async def _unpacked(digest: str, archive: Any) -> Path:
