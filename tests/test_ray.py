@@ -367,6 +367,8 @@ def test_the_admin_switch_under_load_loses_nothing_and_stops_the_old_generation_
                 for generation in ("g2", "g1", "g2"):
                     earlier = ray_actor_processes() - others  # those of the generations served so far
                     admin.service("busy").switch_to_single_generation(generation)
+                    # traffic moved once the floor was forked, not merely asked of Ray
+                    assert forks(node, generation) >= 2
                     seen = len(outcomes)
                     eventually(lambda seen=seen: len(outcomes) >= seen + 40, timeout=30)
                 serving = ray_actor_processes() - others - earlier  # the last g2's
@@ -393,6 +395,16 @@ def metric(node, name: str, endpoint: str, label: str = "") -> float:
         if line.startswith(name + "{") and f'endpoint="{endpoint}"' in line and label in line:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no {name} for {endpoint} {label}")
+
+
+def forks(node, generation: str) -> float:
+    """Pipelines started so far for `generation` of any endpoint."""
+    lines = requests.get(f"{node.url}/metrics", timeout=10).text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("apinode_pipeline_starts_total{") and f'generation="{generation}"' in line
+    )
 
 
 def where_two_calls_run(node) -> set[int]:

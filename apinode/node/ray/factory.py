@@ -55,6 +55,7 @@ from .host import NONCE_BYTES, TemplateHost, answer, visible_accelerators
 log = logging.getLogger("apinode.pool")
 KEY_BYTES = 32
 MEMORY_SAMPLE_PERIOD = 1.0
+PLACEMENT_POLL = 0.2  # seconds between two looks at a placement that is not done yet
 """Seconds between two readings of a Ray node's pipelines' memory (one Ray call per host, about
 1 ms of the node's time), once the endpoint has a maxMemoryMb: how late a pipeline over it may
 be recycled."""
@@ -249,6 +250,11 @@ def _tar(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _lacks_resources(group: PlacementGroup) -> bool:
+    """Whether Ray holds the group back for want of room (not merely while placing it)."""
+    return placement_group_table(group)["stats"]["scheduling_state"] in ("NO_RESOURCES", "INFEASIBLE")
+
+
 def bundle(resources: Resources) -> dict[str, float]:
     """What one pipeline reserves, in Ray's names (zero amounts left out: Ray refuses them); the
     least CPU Ray counts when that leaves nothing (Ray refuses an empty bundle too)."""
@@ -297,11 +303,7 @@ class RayPipelineFactory:
         self._groups.add(group)
         self._starting += 1
         try:
-            self._count_waiting(+1)
-            try:
-                await group.ready()
-            finally:
-                self._count_waiting(-1)
+            await self._placed(group)
             node_id = placement_group_table(group)["bundles_to_node_id"][0]
             host = await self._host_on(node_id)
             environment = await accelerator_environment(group, self.bundle)
@@ -315,6 +317,24 @@ class RayPipelineFactory:
             self._changed.set()
         self.counts.forks += 1
         return pipeline
+
+    async def _placed(self, group: PlacementGroup) -> None:
+        """Await the group's placement. It counts as waiting for resources only while Ray says
+        no node has room for it: a placement merely under way (5-8 ms, longer on a busy head)
+        is not, or a switch would move traffic to a generation before its pipelines exist."""
+        ready = asyncio.ensure_future(group.ready())
+        waiting = False
+        try:
+            while not (await asyncio.wait({ready}, timeout=PLACEMENT_POLL))[0]:
+                lacks = await asyncio.to_thread(_lacks_resources, group)
+                if lacks != waiting:
+                    waiting = lacks
+                    self._count_waiting(+1 if waiting else -1)
+            ready.result()
+        finally:
+            ready.cancel()
+            if waiting:
+                self._count_waiting(-1)
 
     def _count_waiting(self, change: int) -> None:
         self.counts.waiting_for_resources += change
