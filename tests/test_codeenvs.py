@@ -162,6 +162,8 @@ def test_pip_builds_an_env_from_the_index_once(tmp_path):
     assert built.python == tmp_path / "envs" / built.key / "bin" / "python"
     assert imports_of(built) == {"six": True, "tornado": False}
     assert python_says(built.python, "import six; print(six.__version__)") == "1.16.0"
+    # the node's pip installed it from outside: the env was not seeded with a pip of its own
+    assert python_says(built.python, "import importlib.util; print(importlib.util.find_spec('pip'))") == "None"
     assert lines[0] == "building for 1 requirement with pip: six==1.16.0"
     assert any("six" in line for line in lines[1:-1]) and lines[-1].startswith("built in")
     assert json.loads((built.directory / MARKER).read_text())["requirements"] == ["six==1.16.0"]
