@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -39,6 +40,7 @@ def node():
         str(TIMEOUT),
         "--body-timeout",
         str(TIMEOUT),
+        *os.environ.get("APINODE_TEST_FRONT_ARGS", "").split(),
     )
     yield node
     assert node.stop() == 0

@@ -1,0 +1,71 @@
+"""The link between the core process and a front process (`--fronts N`): frames on a unix socket.
+
+A front process parses HTTP and relays each request to the core as the calls an `Exchange`
+receives (start with the request head, body pieces, end, lost); the core answers with the calls
+an exchange makes on its connection (bytes to write, finished, hold/release reading, lose). So
+one request is a conversation of small frames, and a streamed answer is a frame per chunk.
+
+A frame is a 9-byte header (request id, kind, payload length) and its payload; the request head
+travels as a `marshal`ed tuple (both ends run the same Python: the core spawns the fronts).
+
+Concurrency: everything runs on the event loop of each end; frames of one request arrive in the
+order they were sent (one stream socket), frames of different requests interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import cast
+
+_HEADER = struct.Struct("!IBI")
+
+# front -> core
+START = 1  # payload: marshal((method, url, version, headers, keep_alive, remote_ip))
+BODY = 2  # payload: a piece of the request's body
+END = 3  # the request is read whole
+LOST = 4  # the client went away before the answer was written
+# core -> front
+WRITE = 11  # payload: bytes of the answer, as they go on the wire (its head first)
+FINISH = 12  # the answer is written; payload b"\1" if the connection closes after it
+HOLD = 13  # stop reading the request's body for a while
+RELEASE = 14  # read on
+LOSE = 15  # the request failed without an answer: close the connection
+
+log = logging.getLogger("apinode.http")
+
+
+def frame(request_id: int, kind: int, payload: bytes = b"") -> bytes:
+    return _HEADER.pack(request_id, kind, len(payload)) + payload
+
+
+class FrameLink(asyncio.Protocol):
+    """One end of the link: cuts the stream into frames and hands each to `received`."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start, size = 0, len(buffer)
+        while size - start >= _HEADER.size:
+            request_id, kind, length = _HEADER.unpack_from(buffer, start)
+            end = start + _HEADER.size + length
+            if end > size:
+                break
+            self.received(request_id, kind, bytes(buffer[start + _HEADER.size : end]))
+            start = end
+        del buffer[:start]
+
+    def send(self, request_id: int, kind: int, payload: bytes = b"") -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame(request_id, kind, payload))
+
+    def received(self, request_id: int, kind: int, payload: bytes) -> None:
+        raise NotImplementedError
