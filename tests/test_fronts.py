@@ -186,3 +186,14 @@ def test_sigterm_drains_every_front(tmp_path):
         assert time.perf_counter() - started < 20
     finally:
         node.stop()
+
+
+def test_a_front_dies_with_its_node(tmp_path):
+    node = NodeProcess("serve", "--data-dir", str(tmp_path / "data"), "--fronts", "2")
+    try:
+        eventually(lambda: len(fronts(node)) == 1)
+        [front] = fronts(node)
+        node.process.kill()
+        eventually(lambda: not alive(front))
+    finally:
+        node.stop()

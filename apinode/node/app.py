@@ -93,10 +93,11 @@ async def serve(
             keys_problem = keys.problem()
             if keys_problem is not None:
                 log.error("the admin API refuses every call until the key file is repaired: %s", keys_problem)
-            sockets = tornado.netutil.bind_sockets(port, host)
+            # with fronts, each process listens on the port (SO_REUSEPORT): the kernel spreads connections evenly
+            sockets = tornado.netutil.bind_sockets(port, host, reuse_port=fronts > 1)
             front.serve(sockets)
             if fronts > 1:
-                processes = FrontProcesses(fronts - 1, sockets, router, front)
+                processes = FrontProcesses(fronts - 1, host, sockets[0].getsockname()[1], router, front)
                 await processes.start()
             on_listening(sockets[0].getsockname()[1], services)
             await stop.wait()

@@ -1,8 +1,8 @@
 """The core's side of `--fronts N`: it spawns N-1 front processes and serves what they relay.
 
 The core process owns everything stateful (services, pools, pipelines, admin state, metrics,
-query logs) and also accepts on the port with its own front; each front process accepts on the
-same inherited listening socket, parses HTTP, and relays every request here (relay.py). For the
+query logs) and also accepts on the port with its own front; each front process listens on the
+same port (SO_REUSEPORT), parses HTTP, and relays every request here (relay.py). For the
 request's exchange (`RunCall` or `TornadoExchange`, exactly as on a direct connection) a
 `RelayedRequest` stands in for the client connection and turns what the exchange does into
 frames. So pool rules, metrics and query logs are those of one process; what is per front is
@@ -179,9 +179,10 @@ class CoreLink(relay.FrameLink):
 class FrontProcesses:
     """The front processes of one node: spawned, respawned when they die, drained at the end."""
 
-    def __init__(self, count: int, sockets: list[socket.socket], router: Router, front: Front) -> None:
+    def __init__(self, count: int, host: str, port: int, router: Router, front: Front) -> None:
         self.count = count
-        self.sockets = sockets
+        self.host = host
+        self.port = port
         self.router = router
         self.front = front
         self.processes: list[asyncio.subprocess.Process] = []
@@ -213,14 +214,13 @@ class FrontProcesses:
         loop = asyncio.get_running_loop()
         core_end, front_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         settings = dataclasses.asdict(self.front.settings)
-        listening = [sock.fileno() for sock in self.sockets]
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "apinode.node.relay_front",
-                json.dumps({"core": front_end.fileno(), "listening": listening, "settings": settings}),
-                pass_fds=(front_end.fileno(), *listening),
+                json.dumps({"core": front_end.fileno(), "host": self.host, "port": self.port, "settings": settings}),
+                pass_fds=(front_end.fileno(),),
             )
         finally:
             front_end.close()

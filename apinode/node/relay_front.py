@@ -1,7 +1,9 @@
 """A front process of `--fronts N`: the node's HTTP front, relaying every request to the core.
 
-Run by the core (relay_core.py) as `python -m apinode.node.relay_front <json>` with the
-listening sockets and its end of the link as inherited file descriptors. It accepts, parses and
+Run by the core (relay_core.py) as `python -m apinode.node.relay_front <json>` with its end of
+the link as an inherited file descriptor. It listens on the node's port beside the core
+(SO_REUSEPORT: the kernel spreads new connections evenly over the processes; an inherited
+socket would let whichever process wakes first take a whole burst). It accepts, parses and
 answers HTTP exactly as the core's own front does (front.py, http_connection.py: connection
 limits, timeouts, keep-alive, pipelining), but each request's `Exchange` is a `RelayExchange`
 that relays it to the core and writes back what the core answers.
@@ -23,6 +25,8 @@ import marshal
 import signal
 import socket
 import sys
+
+import tornado.netutil
 
 from . import eventloop, relay
 from .front import Front, FrontSettings
@@ -120,7 +124,7 @@ class FrontLink(relay.FrameLink):
         self.core_gone.set()
 
 
-async def run_front(core: socket.socket, listening: list[socket.socket], settings: FrontSettings) -> None:
+async def run_front(core: socket.socket, host: str, port: int, settings: FrontSettings) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     core_gone = asyncio.Event()
@@ -130,7 +134,7 @@ async def run_front(core: socket.socket, listening: list[socket.socket], setting
     link = FrontLink(1 << 31, core_gone)
     await loop.create_unix_connection(lambda: link, sock=core)
     front = Front(link, settings)
-    front.serve(listening)
+    front.serve(tornado.netutil.bind_sockets(port, host, reuse_port=True))
     stopping = asyncio.ensure_future(stop.wait())
     dying = asyncio.ensure_future(core_gone.wait())
     await asyncio.wait([stopping, dying], return_when=asyncio.FIRST_COMPLETED)
@@ -143,11 +147,10 @@ async def run_front(core: socket.socket, listening: list[socket.socket], setting
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = json.loads(sys.argv[1])
     core = socket.socket(fileno=spec["core"])
-    listening = [socket.socket(fileno=fd) for fd in spec["listening"]]
-    eventloop.run(run_front(core, listening, FrontSettings(**spec["settings"])))
+    eventloop.run(run_front(core, spec["host"], spec["port"], FrontSettings(**spec["settings"])))
 
 
 if __name__ == "__main__":
