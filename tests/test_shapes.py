@@ -16,9 +16,10 @@ from apinode.packaging.definitions import DefinitionError, EndpointDef
 from apinode.packaging.magic_syntax import MagicUsageError, parse_endpoint_magic
 
 
-@pytest.fixture(scope="module")
-def node():
-    node = NodeProcess("run", str(SERVICES / "shapes"), ready_timeout=120)
+@pytest.fixture(scope="module", params=["1", "2"], ids=["1 front", "2 fronts"])
+def node(request):
+    """The node, with one front, then with two (streams relayed from a front process too)."""
+    node = NodeProcess("run", str(SERVICES / "shapes"), "--fronts", request.param, ready_timeout=120)
     yield node
     assert node.stop() == 0
 
