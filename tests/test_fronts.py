@@ -197,3 +197,24 @@ def test_a_front_dies_with_its_node(tmp_path):
         eventually(lambda: not alive(front))
     finally:
         node.stop()
+
+
+def test_small_and_large_bodies_cross_the_link_and_each_call_is_logged_once(node, admin, data_dir, tmp_path):
+    """A body declared up to 64 KiB crosses to the core in the request's one frame, a larger one
+    in pieces: both reach the function whole, whichever process accepted the connection, and
+    the node's one query log has a line per call."""
+    admin.create_service("sized")
+    code = "def which(pad=''):\n    return {'size': len(pad)}\n"
+    admin.service("sized").import_generation_from_archive(str(make_bundle(tmp_path, "sized", "g1", code)))
+    admin.service("sized").switch_to_single_generation("g1")
+    sizes = [0, 100, 60_000, 200_000]
+    for _ in range(12):
+        conn = connection(node)  # new connections: spread over both processes
+        try:
+            for size in sizes:
+                status, body = post(conn, run_path("sized"), {"pad": "x" * size})
+                assert (status, body["response"]) == (200, {"size": size})
+        finally:
+            conn.close()
+    log = data_dir / "logs" / "queries" / "sized.log"
+    eventually(lambda: log.exists() and len(log.read_text().splitlines()) == 12 * len(sizes))
