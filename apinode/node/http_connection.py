@@ -73,6 +73,13 @@ def connection_header(close: bool, version: str) -> bytes:
     return CLOSE_HEADER if close else KEEP_ALIVE_HEADER if version == "HTTP/1.0" else b""
 
 
+def written(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """What `write` returns when the writer need not wait: a future already done."""
+    done = loop.create_future()
+    done.set_result(None)
+    return done
+
+
 class Exchange(Protocol):
     """One request's life once its headers are in; it answers through its connection."""
 
@@ -305,11 +312,7 @@ class HttpConnection(asyncio.Protocol):
         """Send bytes; the future is done once the transport's buffer has room (flow control)."""
         if self.transport is not None and not self._closing:
             self.transport.write(data)
-        if self._writable is not None:
-            return self._writable
-        done = self.front.loop.create_future()
-        done.set_result(None)
-        return done
+        return self._writable if self._writable is not None else written(self.front.loop)
 
     def respond(
         self,

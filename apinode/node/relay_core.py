@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import relay
 from .errors import ApiError
-from .http_connection import Exchange, RequestHead, Router, connection_header, json_head
+from .http_connection import Exchange, RequestHead, Router, connection_header, json_head, written
 
 if TYPE_CHECKING:
     from .front import Front
@@ -74,9 +74,7 @@ class RelayedRequest:
     def write(self, data: bytes) -> asyncio.Future[None]:
         if self.exchange is not None:
             self.link.send(self.request_id, relay.WRITE, data)
-        done = self.link.loop.create_future()
-        done.set_result(None)
-        return done
+        return written(self.link.loop)  # answers are not flow-controlled across the link
 
     def respond(
         self,
