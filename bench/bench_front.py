@@ -7,7 +7,8 @@ uvicorn with 1 and with 2 worker processes, and a bare Tornado app. Load: wrk wi
 connections (bench_node.wrk), at concurrency 1 and 16, the servers taking turns for each cell.
 Reported: requests/s, p50 and p99 latency, and the CPU per request of the processes that speak
 HTTP (apinode: the node process and its front processes, without its pipelines; uvicorn with
-workers: the workers). Each figure is the median of --rounds rounds. Targets (issue 14):
+workers: the workers), and of the main process alone (with fronts: what the node process
+itself spends per call, relayed or not). Each figure is the median of --rounds rounds. Targets (issue 14):
 apinode >= 1.0x FastAPI+uvicorn 1 worker at c=16, and with 2 fronts >= 1.0x FastAPI+uvicorn 2
 workers; p99 at c=1 <= 1.0 ms; node CPU per request <= 0.15 ms; p99 at c=1 within 0.3 ms of the
 same node with its query log off. With --profile, a py-spy profile of
@@ -83,15 +84,18 @@ class Server:
             return children(pid)
         return [pid, *(child for child in children(pid) if "apinode.node.relay_front" in cmdline(child))]
 
-    def measure(self, function: str, connections: int, seconds: float) -> tuple[float, float, float, float]:
-        """(requests/s, p50 ms, p99 ms, CPU ms per request)."""
+    def measure(self, function: str, connections: int, seconds: float) -> tuple[float, ...]:
+        """(requests/s, p50 ms, p99 ms, CPU ms per request of the processes that speak HTTP, and
+        of the main process alone: for apinode with fronts, the node process without them)."""
         path = f"/public/api/v1/bench/{function}/run"
         wrk(self.process.url, connections, 1.0, path, FUNCTIONS[function])  # warm up
         pids = self.http_pids()
-        before = sum(cpu_seconds(pid) for pid in pids)
+        main = self.process.process.pid
+        before, main_before = sum(cpu_seconds(pid) for pid in pids), cpu_seconds(main)
         rate, p50, p99 = wrk(self.process.url, connections, seconds, path, FUNCTIONS[function])
-        cpu = sum(cpu_seconds(pid) for pid in pids) - before
-        return rate, p50, p99, 1000 * cpu / (rate * max(1, round(seconds)))
+        cpu, main_cpu = sum(cpu_seconds(pid) for pid in pids) - before, cpu_seconds(main) - main_before
+        requests = rate * max(1, round(seconds))
+        return rate, p50, p99, 1000 * cpu / requests, 1000 * main_cpu / requests
 
 
 def start_servers(service: Path) -> list[Server]:
@@ -213,9 +217,15 @@ def main() -> None:
         f"load: wrk, keep-alive, {args.seconds:g} s per cell, medians of {args.rounds} round(s); "
         "2 pipelines per endpoint for apinode"
     )
-    print(f"{'server':<27} {'function':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10}")
-    for (name, function, connections), (rate, p50, p99, cpu) in rows.items():
-        print(f"{name:<27} {function:<9} {connections:>4} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.3f}")
+    print(
+        f"{'server':<27} {'function':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} "
+        f"{'main process':>12}"
+    )
+    for (name, function, connections), (rate, p50, p99, cpu, main_cpu) in rows.items():
+        print(
+            f"{name:<27} {function:<9} {connections:>4} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.3f} "
+            f"{main_cpu:>12.3f}"
+        )
     print("targets:")
     for function in FUNCTIONS:
         ratio = rows["apinode", function, 16][0] / rows["fastapi+uvicorn 1 worker", function, 16][0]
