@@ -196,6 +196,14 @@ def _add_server_options(command: argparse.ArgumentParser) -> None:
         f"or {FILE_LIMIT_SHARE * 100:.0f}%% of the open-file limit if that is less)",
     )
     command.add_argument(
+        "--fronts",
+        type=_fronts,
+        default=1,
+        metavar="N",
+        help="processes accepting HTTP on the port, the node's own included; 'auto' for one per core "
+        "(default 1; see README, 'More than one front')",
+    )
+    command.add_argument(
         "--query-log",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -350,6 +358,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fronts(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of fronts: give a count (1 or more) or 'auto'")
+    return int(text)
+
+
 def _serve_data_dir(
     store: DataDir, args: argparse.Namespace, announce: Callable[[str, ServiceManager], None], code_envs: CodeEnvCache
 ) -> None:
@@ -394,6 +410,7 @@ def _serve_data_dir(
                 front_settings=settings,
                 query_log=args.query_log,
                 on_listening=listening,
+                fronts=args.fronts,
             )
         )
     finally:

@@ -1,14 +1,17 @@
 """The node's HTTP front against plain web stacks, side by side in one run, with the same load.
 
 Servers, each serving the same two functions (bench/functions.py) with the same answer shape:
-apinode (one front, 2 pipelines per endpoint), apinode with its query log off, FastAPI on
+apinode (one front, 2 pipelines per endpoint), apinode with 2 fronts (`--fronts 2`: a front
+process relaying to the node), apinode with its query log off, FastAPI on
 uvicorn with 1 and with 2 worker processes, and a bare Tornado app. Load: wrk with keep-alive
 connections (bench_node.wrk), at concurrency 1 and 16, the servers taking turns for each cell.
 Reported: requests/s, p50 and p99 latency, and the CPU per request of the processes that speak
-HTTP (apinode: the node process, without its pipelines; uvicorn with workers: the workers).
-Each figure is the median of --rounds rounds. Targets (issue 14): apinode >= 1.0x
-FastAPI+uvicorn 1 worker at c=16; p99 at c=1 <= 1.0 ms; node CPU per request <= 0.15 ms; p99 at
-c=1 within 0.3 ms of the same node with its query log off. With --profile, a py-spy profile of
+HTTP (apinode: the node process and its front processes, without its pipelines; uvicorn with
+workers: the workers), and of the main process alone (with fronts: what the node process
+itself spends per call, relayed or not). Each figure is the median of --rounds rounds. Targets (issue 14):
+apinode >= 1.0x FastAPI+uvicorn 1 worker at c=16, and with 2 fronts >= 1.0x FastAPI+uvicorn 2
+workers; p99 at c=1 <= 1.0 ms; node CPU per request <= 0.15 ms; p99 at c=1 within 0.3 ms of the
+same node with its query log off. With --profile, a py-spy profile of
 the node under load (c=16, identity) is summarized.
 
     pip install -e '.[bench]'; python bench/bench_front.py [--seconds 5] [--profile]
@@ -33,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_node import wrk  # noqa: E402  (the same load as bench_node.py)
-from support import NodeProcess, children, eventually  # noqa: E402
+from support import NodeProcess, children, cmdline, eventually  # noqa: E402
 
 FUNCTIONS = {
     "identity": json.dumps({"customer": "c-1042", "age": 35, "days": 344, "price": 600.5, "tags": ["a", "b"]}),
@@ -77,17 +80,22 @@ class Server:
 
     def http_pids(self) -> list[int]:
         pid = self.process.process.pid
-        return children(pid) if self.http_in_children else [pid]
+        if self.http_in_children:
+            return children(pid)
+        return [pid, *(child for child in children(pid) if "apinode.node.relay_front" in cmdline(child))]
 
-    def measure(self, function: str, connections: int, seconds: float) -> tuple[float, float, float, float]:
-        """(requests/s, p50 ms, p99 ms, CPU ms per request)."""
+    def measure(self, function: str, connections: int, seconds: float) -> tuple[float, ...]:
+        """(requests/s, p50 ms, p99 ms, CPU ms per request of the processes that speak HTTP, and
+        of the main process alone: for apinode with fronts, the node process without them)."""
         path = f"/public/api/v1/bench/{function}/run"
         wrk(self.process.url, connections, 1.0, path, FUNCTIONS[function])  # warm up
         pids = self.http_pids()
-        before = sum(cpu_seconds(pid) for pid in pids)
+        main = self.process.process.pid
+        before, main_before = sum(cpu_seconds(pid) for pid in pids), cpu_seconds(main)
         rate, p50, p99 = wrk(self.process.url, connections, seconds, path, FUNCTIONS[function])
-        cpu = sum(cpu_seconds(pid) for pid in pids) - before
-        return rate, p50, p99, 1000 * cpu / (rate * max(1, round(seconds)))
+        cpu, main_cpu = sum(cpu_seconds(pid) for pid in pids) - before, cpu_seconds(main) - main_before
+        requests = rate * max(1, round(seconds))
+        return rate, p50, p99, 1000 * cpu / requests, 1000 * main_cpu / requests
 
 
 def start_servers(service: Path) -> list[Server]:
@@ -96,6 +104,7 @@ def start_servers(service: Path) -> list[Server]:
     fastapi = (python, str(ROOT / "bench" / "fastapi_app.py"))
     starts = [
         lambda: Server("apinode", NodeProcess("run", str(service))),
+        lambda: Server("apinode, 2 fronts", NodeProcess("run", str(service), "--fronts", "2")),
         lambda: Server("apinode, query log off", NodeProcess("run", str(service), "--no-query-log")),
         lambda: Server("fastapi+uvicorn 1 worker", NodeProcess(program=fastapi)),
         lambda: Server(
@@ -208,13 +217,21 @@ def main() -> None:
         f"load: wrk, keep-alive, {args.seconds:g} s per cell, medians of {args.rounds} round(s); "
         "2 pipelines per endpoint for apinode"
     )
-    print(f"{'server':<27} {'function':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10}")
-    for (name, function, connections), (rate, p50, p99, cpu) in rows.items():
-        print(f"{name:<27} {function:<9} {connections:>4} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.3f}")
+    print(
+        f"{'server':<27} {'function':<9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} "
+        f"{'main process':>12}"
+    )
+    for (name, function, connections), (rate, p50, p99, cpu, main_cpu) in rows.items():
+        print(
+            f"{name:<27} {function:<9} {connections:>4} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.3f} "
+            f"{main_cpu:>12.3f}"
+        )
     print("targets:")
     for function in FUNCTIONS:
         ratio = rows["apinode", function, 16][0] / rows["fastapi+uvicorn 1 worker", function, 16][0]
         print(f"  {function}: apinode / fastapi 1 worker at c=16: {ratio:.2f}x (target >= 1.00x)")
+        ratio = rows["apinode, 2 fronts", function, 16][0] / rows["fastapi+uvicorn 2 workers", function, 16][0]
+        print(f"  {function}: apinode 2 fronts / fastapi 2 workers at c=16: {ratio:.2f}x (target >= 1.00x)")
     print(f"  p99 at c=1: {rows['apinode', 'identity', 1][2]:.3f} ms (target <= 1.000 ms)")
     log_cost = rows["apinode", "identity", 1][2] - rows["apinode, query log off", "identity", 1][2]
     print(f"  p99 at c=1, query log on - off: {log_cost:+.3f} ms (target <= 0.300 ms)")

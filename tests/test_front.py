@@ -24,8 +24,9 @@ TIMEOUT = 2  # seconds: the node's idle, header and body timeouts in these tests
 CAP = 24  # the node's --max-connections in these tests
 
 
-@pytest.fixture(scope="module")
-def node():
+@pytest.fixture(scope="module", params=["1", "2"], ids=["1 front", "2 fronts"])
+def node(request):
+    """The node, with one front, then with two (connections spread over the node and a front process)."""
     node = NodeProcess(
         "run",
         SERVICE,
@@ -39,7 +40,10 @@ def node():
         str(TIMEOUT),
         "--body-timeout",
         str(TIMEOUT),
+        "--fronts",
+        request.param,
     )
+    node.fronts = int(request.param)  # each has its own connection cap
     yield node
     assert node.stop() == 0
 
@@ -350,10 +354,11 @@ def test_a_slow_body_is_answered_408_after_the_body_timeout(node):
 
 def test_slowloris_flood_is_capped_then_timed_out_and_the_node_serves_on(node):
     """More trickling clients than the cap: the cap holds, each is answered 408 in its turn,
-    and a normal client waits at most a few header timeouts, then is served."""
+    and a normal client waits at most a few header timeouts, then is served. With fronts, the
+    kernel spreads connections over them at random: twice as many fill every front's cap."""
     flood = []
     try:
-        for _ in range(2 * CAP):
+        for _ in range(2 * CAP * node.fronts):
             sock = connect(node, timeout=8 * TIMEOUT)
             sock.sendall(b"POST " + run("echo").encode() + b" HTTP/1.1\r\nHo")
             flood.append(Responses(sock))

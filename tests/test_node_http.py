@@ -16,16 +16,20 @@ from dataikuapi.utils import DataikuException
 from support import SERVICES, NodeProcess, eventually
 
 
-@pytest.fixture(scope="module")
-def init_log(tmp_path_factory):
-    return tmp_path_factory.mktemp("init") / "inits.txt"
-
-
-@pytest.fixture(scope="module")
-def node(init_log):
+@pytest.fixture(scope="module", params=["1", "2"], ids=["1 front", "2 fronts"])
+def node(tmp_path_factory, request):
+    """The node, with one front, then with two (requests, errors and queues relayed from a front process too)."""
+    init_log = tmp_path_factory.mktemp("init") / "inits.txt"
     node = NodeProcess(
-        "run", str(SERVICES / "testsvc"), "--max-body-mb", "1", env={"APINODE_TEST_INIT_LOG": str(init_log)}
+        "run",
+        str(SERVICES / "testsvc"),
+        "--max-body-mb",
+        "1",
+        "--fronts",
+        request.param,
+        env={"APINODE_TEST_INIT_LOG": str(init_log)},
     )
+    node.init_log = init_log
     yield node
     assert node.stop() == 0
     assert node.pipelines() == []
@@ -224,11 +228,11 @@ def test_prints_go_to_the_log_not_the_channel(node):
     node.wait_for_output("printed to stderr: ping")
 
 
-def test_initialization_runs_once_and_state_stays_in_the_pipeline(node, init_log):
+def test_initialization_runs_once_and_state_stays_in_the_pipeline(node):
     replies = [post(node, "state", {}).json()["response"] for _ in range(3)]
     assert [reply["calls"] for reply in replies] == [1, 2, 3]
     assert len({reply["pid"] for reply in replies}) == 1
-    assert init_log.read_text().split() == [str(pid) for pid in node.templates("testsvc/state")]
+    assert node.init_log.read_text().split() == [str(pid) for pid in node.templates("testsvc/state")]
 
 
 def test_folders_are_absolute_and_in_declared_order(node):

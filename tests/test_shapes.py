@@ -23,9 +23,10 @@ from apinode.runtime import framing
 from apinode.runtime.batch import BatchInvoker
 
 
-@pytest.fixture(scope="module")
-def node():
-    node = NodeProcess("run", str(SERVICES / "shapes"), ready_timeout=120)
+@pytest.fixture(scope="module", params=["1", "2"], ids=["1 front", "2 fronts"])
+def node(request):
+    """The node, with one front, then with two (streams relayed from a front process too)."""
+    node = NodeProcess("run", str(SERVICES / "shapes"), "--fronts", request.param, ready_timeout=120)
     yield node
     assert node.stop() == 0
 

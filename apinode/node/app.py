@@ -25,6 +25,7 @@ from .keys import AdminKeys
 from .metrics import PrometheusMetrics
 from .openapi_handlers import openapi_routes
 from .querylog import QueryLog
+from .relay_core import FrontProcesses
 from .run_route import NodeRouter, log_access
 from .service_manager import ServiceManager
 from .store import DataDir
@@ -68,11 +69,14 @@ async def serve(
     query_log: bool = True,
     on_listening: Callable[[int, ServiceManager], None],
     drain_timeout: float = 30.0,
+    fronts: int = 1,
 ) -> None:
     """Serve the data directory until SIGTERM or SIGINT, then drain and stop.
 
     `on_listening(port, services)` once the services are loaded and the port is bound.
-    Draining: the front stops accepting and answers what it has with `Connection: close` while
+    With `fronts` > 1, this process accepts too and spawns `fronts - 1` front processes on the
+    same listening socket, which relay their requests here (relay_core.py).
+    Draining: every front stops accepting and answers what it has with `Connection: close` while
     the pools still run; then the pools drain what is left and stop.
     """
     with store.locked(), _stop_signals() as stop:
@@ -81,6 +85,7 @@ async def serve(
         keys = AdminKeys(store.admin_keys)
         router = make_router(services, keys, queries, front_settings.max_body_bytes)
         front = Front(router, front_settings)
+        processes: FrontProcesses | None = None
         loop = asyncio.get_running_loop()
         try:
             queries.start()
@@ -88,14 +93,21 @@ async def serve(
             keys_problem = keys.problem()
             if keys_problem is not None:
                 log.error("the admin API refuses every call until the key file is repaired: %s", keys_problem)
-            sockets = tornado.netutil.bind_sockets(port, host)
+            # with fronts, each process listens on the port (SO_REUSEPORT): the kernel spreads connections evenly
+            sockets = tornado.netutil.bind_sockets(port, host, reuse_port=fronts > 1)
             front.serve(sockets)
+            if fronts > 1:
+                processes = FrontProcesses(fronts - 1, host, sockets[0].getsockname()[1], router, front)
+                await processes.start()
             on_listening(sockets[0].getsockname()[1], services)
             await stop.wait()
             log.info("stopping: draining requests in flight")
         finally:
             deadline = loop.time() + drain_timeout
-            await front.drain(drain_timeout)
+            if processes is None:
+                await front.drain(drain_timeout)
+            else:
+                await asyncio.gather(front.drain(drain_timeout), processes.drain(drain_timeout))
             await services.close(max(0.0, deadline - loop.time()))  # after a failure too: no pipeline outlives the node
             front.close()
             queries.close()

@@ -55,9 +55,29 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON_HEAD = (
     b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %b\r\nServer: apinode\r\n"
 )
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+CLOSE_HEADER = b"Connection: close\r\n"
+KEEP_ALIVE_HEADER = b"Connection: keep-alive\r\n"
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+def json_head(status: int, length: int, headers: dict[str, str] | None, connection: bytes, date: bytes) -> bytes:
+    """The head of an answer with a JSON body; `connection` is a Connection header line or b""."""
+    head = _JSON_HEAD % (status, _REASONS.get(status, b""), length, date)
+    if headers:
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
+    return head + connection + b"\r\n"
+
+
+def connection_header(close: bool, version: str) -> bytes:
+    """The Connection header an answer carries: an HTTP/1.0 client keeps the connection only if told so."""
+    return CLOSE_HEADER if close else KEEP_ALIVE_HEADER if version == "HTTP/1.0" else b""
+
+
+def written(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """What `write` returns when the writer need not wait: a future already done."""
+    done = loop.create_future()
+    done.set_result(None)
+    return done
 
 
 class Exchange(Protocol):
@@ -296,11 +316,7 @@ class HttpConnection(asyncio.Protocol):
 
     def writable(self) -> asyncio.Future[None]:
         """Done once the transport's buffer has room (or the connection is gone)."""
-        if self._writable is not None:
-            return self._writable
-        done = self.front.loop.create_future()
-        done.set_result(None)
-        return done
+        return self._writable if self._writable is not None else written(self.front.loop)
 
     def respond(
         self,
@@ -314,8 +330,7 @@ class HttpConnection(asyncio.Protocol):
         if self._exchange is not exchange or self._closing or self.transport is None:
             return False
         close = self.closes_after(exchange)
-        # an HTTP/1.0 client keeps the connection only if told so
-        connection = _CLOSE if close else _KEEP_ALIVE if self._head and self._head.version == "HTTP/1.0" else b""
+        connection = connection_header(close, self._head.version if self._head else "HTTP/1.1")
         self.transport.write(self._json_head(status, len(body), headers, connection) + (b"" if head_only else body))
         self.finished(exchange, close)
         return True
@@ -419,14 +434,11 @@ class HttpConnection(asyncio.Protocol):
         log.info("refused a request from %s: %s", self.remote_ip, refusal.message)
         if self.transport is not None and not self._closing:
             body = refusal.body()
-            self.transport.write(self._json_head(refusal.status, len(body), refusal.headers, _CLOSE) + body)
+            self.transport.write(self._json_head(refusal.status, len(body), refusal.headers, CLOSE_HEADER) + body)
         self._close()
 
     def _json_head(self, status: int, length: int, headers: dict[str, str] | None, connection: bytes) -> bytes:
-        head = _JSON_HEAD % (status, _REASONS.get(status, b""), length, self.front.date)
-        if headers:
-            head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
-        return head + connection + b"\r\n"
+        return json_head(status, length, headers, connection, self.front.date)
 
     def _close(self) -> None:
         if not self._closing and self.transport is not None:

@@ -125,7 +125,7 @@ class RunCall:
         if self.refusal is not None:
             self._refuse(self.refusal)
         elif self.chunks is not None:
-            task = self.task = asyncio.ensure_future(self._run())
+            task = self.task = self.connection.front.loop.create_task(self._run())
             self.router.running.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self.router.running.discard)
 
