@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +64,25 @@ def cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     except OSError:
         return []
+
+
+def connection_owner(client: socket.socket, pids: list[int]) -> int | None:
+    """Which of `pids` holds the server's end of the loopback TCP connection `client`, once it
+    was accepted (None until then), as /proc/net/tcp and each process's descriptors tell."""
+    mine, theirs = client.getsockname()[1], client.getpeername()[1]
+    inodes = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == theirs and int(fields[2].rsplit(":", 1)[1], 16) == mine:
+            inodes.append(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                pass  # closed meanwhile
+    return None
 
 
 def alive(pid: int) -> bool:

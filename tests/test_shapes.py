@@ -14,7 +14,7 @@ import dataikuapi
 import pytest
 import requests
 from openapi_spec_validator import validate
-from support import SERVICES, NodeProcess, eventually
+from support import SERVICES, NodeProcess, children, cmdline, connection_owner, eventually
 
 from apinode.client import NodeClient
 from apinode.packaging.definitions import DefinitionError, EndpointDef, TestQuery
@@ -134,16 +134,30 @@ def test_a_client_leaving_mid_stream_stops_the_generator_and_frees_its_pipeline(
     assert [item["i"] for item in collected] == [0, 1] and collected[0]["pid"] == first["pid"]
 
 
+def slow_reader(node) -> socket.socket:
+    """A connection with a small receive buffer; with 2 fronts, one the front process accepted,
+    so that the stream crosses the link to the node process."""
+    address = urllib.parse.urlsplit(node.url)
+    fronts = [pid for pid in children(node.process.pid) if "apinode.node.relay_front" in cmdline(pid)]
+    for _ in range(64):  # the kernel spreads connections over the processes: 2**-64 to miss
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        client.settimeout(30)
+        client.connect((address.hostname, address.port))
+        if not fronts:
+            return client
+        if eventually(lambda client=client: connection_owner(client, [node.process.pid, *fronts])) in fronts:
+            return client
+        client.close()
+    raise AssertionError("no connection reached the front process")
+
+
 def test_a_client_reading_slowly_holds_the_generator_back_and_then_gets_every_item(node, tmp_path):
     """Backpressure: while the client reads nothing, the node stops reading the pipeline, so
     the generator cannot run ahead into the node's memory; read on, the stream is whole."""
     items, size, progress = 200, 1 << 18, tmp_path / "progress"  # 50 MB, far past every socket buffer
     body = json.dumps({"n": items, "size": size, "progress": str(progress)}).encode()
-    with socket.socket() as client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-        client.settimeout(30)
-        address = urllib.parse.urlsplit(node.url)
-        client.connect((address.hostname, address.port))
+    with slow_reader(node) as client:
         client.sendall(
             b"POST /public/api/v1/shapes/flood/run HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)

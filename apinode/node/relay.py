@@ -35,6 +35,7 @@ EOF = 5  # the client closed its side after its request (Exchange.eof)
 REQUEST = 6  # START, BODY and END at once; payload: marshal((method, ..., remote_ip, body))
 FULL = 7  # the client's socket is full: send no more of a streamed answer for now
 ROOM = 8  # the client reads again: send on
+LISTENING = 9  # (request id 0) the front accepts on the port: the node may say it is ready
 # core -> front
 WRITE = 11  # payload: bytes of the answer, as they go on the wire (its head first)
 FINISH = 12  # the answer is written; payload b"\1" if the connection closes after it

@@ -9,7 +9,9 @@ frames. So pool rules, metrics and query logs are those of one process; what is 
 only connections: their limits, timeouts and accepting.
 
 Lifecycle: `FrontProcesses.start` spawns the fronts (a small interpreter each; they import no
-services); one that exits while the node serves is spawned again (at most once a second).
+services) and returns once each one listens (LISTENING), so a node that says it is ready
+accepts in every process; one that exits while the node serves is spawned again (at most once
+a second).
 `drain` sends each front SIGTERM: it stops accepting and finishes its answers, which the core
 still serves; a front still alive past the drain timeout is killed. A front whose core dies sees
 its link close and exits (relay_front.py).
@@ -42,6 +44,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("apinode.node")
 
 RESPAWN_PAUSE = 1.0  # seconds between two spawns of a front that keeps dying
+FRONT_START_TIMEOUT = 30.0  # seconds for a front to listen (it takes about 0.3 s)
+
+
+class FrontStartFailed(OSError):
+    """A front process ended, or hung, before it listened on the port (the command line reports
+    it as it does a port it cannot bind)."""
 
 
 class RelayedRequest:
@@ -155,8 +163,12 @@ class CoreLink(relay.FrameLink):
         self.front = front
         self.loop = asyncio.get_running_loop()
         self.requests: dict[int, RelayedRequest] = {}
+        self.listening: asyncio.Future[None] = self.loop.create_future()  # the front accepts on the port
 
     def received(self, request_id: int, kind: int, payload: bytes) -> None:
+        if kind == relay.LISTENING:
+            self.listening.set_result(None)
+            return
         if kind == relay.REQUEST:
             method, url, version, headers, keep_alive, remote_ip, body = marshal.loads(payload)
             request = self._start(request_id, RequestHead(method, url, version, headers, keep_alive), remote_ip)
@@ -196,6 +208,8 @@ class CoreLink(relay.FrameLink):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The front is gone: its requests' clients are too (their calls finish, answers dropped)."""
+        if not self.listening.done():
+            self.listening.set_exception(ConnectionError("the front process exited before it listened"))
         for request in list(self.requests.values()):
             exchange = request.exchange
             request._forget()
@@ -251,11 +265,17 @@ class FrontProcesses:
             )
         finally:
             front_end.close()
-        await loop.create_unix_connection(lambda: CoreLink(self.router, self.front), sock=core_end)
+        _, link = await loop.create_unix_connection(lambda: CoreLink(self.router, self.front), sock=core_end)
         self.processes.append(process)
         watcher = asyncio.ensure_future(self._watch(process))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+        try:  # so that a node said ready accepts in every process
+            await asyncio.wait_for(link.listening, FRONT_START_TIMEOUT)
+        except (ConnectionError, asyncio.TimeoutError):
+            if process.returncode is None:
+                process.kill()  # hung: its watcher starts another
+            raise FrontStartFailed(f"front process {process.pid} did not listen on port {self.port}") from None
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
@@ -265,4 +285,7 @@ class FrontProcesses:
         log.error("front process %d exited (code %s) while the node serves: starting another", process.pid, code)
         await asyncio.sleep(RESPAWN_PAUSE)
         if not self.stopping:
-            await self._spawn()
+            try:
+                await self._spawn()
+            except FrontStartFailed as failed:
+                log.error("%s", failed)  # its own watcher tries again

@@ -183,6 +183,7 @@ async def run_front(core: socket.socket, host: str, port: int, settings: FrontSe
     await loop.create_unix_connection(lambda: link, sock=core)
     front = Front(link, settings)
     front.serve(tornado.netutil.bind_sockets(port, host, reuse_port=True))
+    link.send(0, relay.LISTENING)
     stopping = asyncio.ensure_future(stop.wait())
     dying = asyncio.ensure_future(core_gone.wait())
     await asyncio.wait([stopping, dying], return_when=asyncio.FIRST_COMPLETED)
