@@ -8,7 +8,9 @@
   the first event against the whole stream's. Target: the first event within the first item's
   own time (20 ms) plus 2 ms.
 - Async: an identity function written `async def` against the same written `def`, 2 pipelines
-  each, at c=1 and c=16, taking turns for --rounds rounds (medians). Target: at most 5% slower.
+  each, at c=1 and c=16, taking turns for --rounds rounds (medians; the order reverses every
+  other round). Target: at most 5% slower. A second `def` endpoint, identical to the first,
+  shows the noise floor: on a 2-core machine two identical endpoints differ by several percent.
 
     pip install -e '.[bench]'; python bench/bench_shapes.py [--seconds 3]
 """
@@ -54,6 +56,9 @@ def identity(**params):
 
 async def identity_async(**params):
     return params
+
+def identity_again(**params):
+    return params
 """
 ONE = {"floor": 1, "cruise": 1, "ceil": 1, "queue": 256}
 TWO = {"floor": 2, "cruise": 2, "ceil": 2, "queue": 64}
@@ -68,6 +73,7 @@ def service_directory(directory: Path) -> Path:
         {"id": "tokens", "code": "functions.py", "function": "tokens", "pool": ONE},
         {"id": "identity", "code": "functions.py", "function": "identity", "pool": TWO},
         {"id": "identity_async", "code": "functions.py", "function": "identity_async", "pool": TWO},
+        {"id": "identity_again", "code": "functions.py", "function": "identity_again", "pool": TWO},
     ]
     endpoints[1]["batch"] = {"maxSize": 64, "maxWaitMs": 5}
     (directory / "service.json").write_text(json.dumps({"id": "shapes", "endpoints": endpoints}))
@@ -96,6 +102,19 @@ def first_event_ms(connection: http.client.HTTPConnection) -> tuple[float, float
     return (first - started) * 1000, (time.perf_counter() - started) * 1000
 
 
+IDENTITIES = ("identity", "identity_async", "identity_again")
+
+
+def identity_rates(url: str, connections: int, seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Requests/s of each identity endpoint per round, in an order reversed every other round,
+    so that a drift of the machine during a round favours none of them."""
+    rates: dict[str, list[float]] = {name: [] for name in IDENTITIES}
+    for round_ in range(rounds):
+        for name in IDENTITIES if round_ % 2 == 0 else reversed(IDENTITIES):
+            rates[name].append(wrk(url, connections, seconds, path(name), IDENTITY_BODY)[0])
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -116,21 +135,22 @@ def main() -> None:
             total = statistics.median(ms for _, ms in streams)
             rows.append(("stream: first event / whole, ms", f"{first:.1f}", f"{total:.1f}", "first <= 22 ms"))
             for connections in (1, 16):
-                sync, aio = (
-                    statistics.median(rates)
-                    for rates in zip(
-                        *(
-                            [wrk(node.url, connections, args.seconds, path(name), IDENTITY_BODY)[0] for name in pair]
-                            for pair in [("identity", "identity_async")] * args.rounds
-                        )
-                    )
-                )
+                rates = identity_rates(node.url, connections, args.seconds, args.rounds)
+                sync, aio, again = (statistics.median(rates[name]) for name in IDENTITIES)
                 rows.append(
                     (
                         f"identity c={connections}: requests/s def / async def",
                         f"{sync:.0f}",
                         f"{aio:.0f}",
                         f"{(1 - aio / sync) * 100:+.1f}% slower (<= 5%)",
+                    )
+                )
+                rows.append(
+                    (
+                        f"identity c={connections}: def / the same def again",
+                        f"{sync:.0f}",
+                        f"{again:.0f}",
+                        f"{(1 - again / sync) * 100:+.1f}%: the noise floor",
                     )
                 )
         finally:
