@@ -84,6 +84,11 @@ class Pool:
         self._busy: set[Pipeline] = set()
         self._served: dict[Pipeline, tuple[int, int]] = {}  # requests served, and the limit drawn
         self._timed_out: set[Pipeline] = set()
+        # calls running under an executionTimeout: when each runs out (loop time), by pipeline;
+        # one timer for them all, at the earliest (a timer per call costs more than the call's
+        # whole bookkeeping)
+        self._deadlines: dict[Pipeline, float] = {}
+        self._execution_timer: asyncio.TimerHandle | None = None
         self._starting = 0
         # In arrival order: with one timeout per pool, deadlines are sorted too, so a single
         # timer on the head of the queue expires every waiter in time.
@@ -130,7 +135,9 @@ class Pool:
         cancelling before that only takes the request out of the queue; cancelling after it
         stops the pipeline."""
         queued_at = time.perf_counter()
-        pipeline = await self.acquire()
+        pipeline = self._take_idle()
+        if pipeline is None:
+            pipeline = await self.acquire()
         assert pipeline is not None  # only a request that can ride in a batch is claimed
         if on_acquired is not None:
             on_acquired()
@@ -146,9 +153,8 @@ class Pool:
             raise self.failure
         if self._closing:
             raise PoolClosed(f"{self.name} is stopping")
-        if self._idle and not self._waiters:
-            pipeline, _ = self._idle.popitem()  # the one used last
-            self._busy.add(pipeline)
+        pipeline = self._take_idle()
+        if pipeline is not None:
             return pipeline
         if self.size < self.settings.ceil and len(self._waiters) >= self._starting and self._retry is None:
             self._spawn()
@@ -174,6 +180,14 @@ class Pool:
                 self._remove_waiter(waiter)
             raise
 
+    def _take_idle(self) -> Pipeline | None:
+        """The idle pipeline used last, now busy, when no request waits before this one."""
+        if not self._idle or self._waiters or self._closing or self.failure is not None:
+            return None
+        pipeline, _ = self._idle.popitem()
+        self._busy.add(pipeline)
+        return pipeline
+
     def claim(self, count: int) -> list[object]:
         """The riders of up to `count` requests at the head of the queue, in order, taken out of
         it (their `acquire` returns None): a batch formed from the FIFO queue. Stops at a request
@@ -196,7 +210,7 @@ class Pool:
     async def call(self, pipeline: Pipeline, body: bytes, on_item: ItemSink | None = None) -> Reply:
         """Call a pipeline `acquire` handed out, under the executionTimeout; then it is offered
         to the next request, recycled, or replaced if it died."""
-        deadline = self._arm_deadline(pipeline)
+        self._arm_deadline(pipeline)
         try:
             reply = await pipeline.call(body, on_item)
         except PipelineDied:
@@ -215,8 +229,7 @@ class Pool:
             self._track(pipeline.stop())
             raise
         finally:
-            if deadline is not None:
-                deadline.cancel()
+            self._deadlines.pop(pipeline, None)
         self._timed_out.discard(pipeline)
         if pipeline in self._busy:  # else it timed out just as it answered, and is gone
             self._done(pipeline)
@@ -240,6 +253,9 @@ class Pool:
                     drain_timeout,
                 )
         self._reject_waiters(PoolClosed(f"{self.name} is stopping"))
+        if self._execution_timer is not None:  # the calls still running end with their pipelines
+            self._execution_timer.cancel()
+            self._execution_timer = None
         pipelines = [*self._idle, *self._busy]
         self._idle.clear()
         self._busy.clear()
@@ -273,11 +289,26 @@ class Pool:
                 break
         self._check_drained()
 
-    def _arm_deadline(self, pipeline: Pipeline) -> asyncio.TimerHandle | None:
+    def _arm_deadline(self, pipeline: Pipeline) -> None:
         timeout_ms = self.settings.execution_timeout_ms
         if not timeout_ms:
-            return None
-        return asyncio.get_running_loop().call_later(timeout_ms / 1000, self._time_out, pipeline)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._deadlines[pipeline] = loop.time() + timeout_ms / 1000
+        if self._execution_timer is None:
+            self._execution_timer = loop.call_at(deadline, self._expire_calls)
+
+    def _expire_calls(self) -> None:
+        """Time out the calls past their deadline; re-arm the timer for the earliest left."""
+        self._execution_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for pipeline, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[pipeline]
+                self._time_out(pipeline)
+        if self._deadlines:
+            self._execution_timer = loop.call_at(min(self._deadlines.values()), self._expire_calls)
 
     def _time_out(self, pipeline: Pipeline) -> None:
         """A call ran past its deadline: kill its pipeline (its caller then gets the 504)."""

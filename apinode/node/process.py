@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -142,15 +143,19 @@ class Channel(asyncio.BufferedProtocol):
             self.transport.write(frame)
         return reply
 
-    async def call(self, body: bytes, on_item: ItemSink | None = None) -> Reply:
+    def call(self, body: bytes, on_item: ItemSink | None = None) -> Awaitable[Reply]:
         """One call's frames (ProcessDied if the channel closes first): its reply; or, with
         `on_item`, a stream: each ITEM goes to `on_item` as it comes (no faster than the caller
         takes them), and the reply is the END (or ERROR) that closes it. Once `on_item` says
         False (the caller went away) the
         pipeline is told to close the generator (CANCEL) and the rest is dropped until that END:
-        the pipeline is then free for the next call."""
+        the pipeline is then free for the next call. (A plain call is the reply's future itself:
+        no coroutine on the hot path.)"""
         if on_item is None:
-            return await self.exchange(framing.pack(framing.CALL, body))
+            return self.exchange(framing.pack(framing.CALL, body))
+        return self._streamed(body, on_item)
+
+    async def _streamed(self, body: bytes, on_item: ItemSink) -> Reply:
         reply = await self.exchange(framing.pack(framing.CALL_STREAMED, body))
         wanted = True
         while reply.kind == framing.ITEM:
