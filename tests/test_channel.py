@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from apinode.node.process import SCRATCH, ProcessDied, connect
+from apinode.node.pipeline import ProcessPipeline
+from apinode.node.process import SCRATCH, PipelineSpec, ProcessDied, connect
 from apinode.runtime import framing
 
 
@@ -54,3 +55,38 @@ async def test_a_frame_that_comes_before_it_is_expected_is_kept():
     theirs.close()
     with pytest.raises(ProcessDied):
         await asyncio.wait_for(channel.expect(), 5)
+
+
+class _Taker:
+    """Takes every streamed item (an ItemSink that never pushes back)."""
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+
+    def item(self, payload: bytes | bytearray) -> bool:
+        self.items.append(bytes(payload))
+        return True
+
+    def writable(self) -> asyncio.Future[None]:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_cancel_that_comes_after_its_stream_ended_is_ignored_by_the_pipeline(tmp_path):
+    """A caller that leaves on a stream's last item makes the node send CANCEL after the
+    pipeline has sent END: the pipeline must not take it for a call, or every later caller
+    would get the answer meant for the one before."""
+    code = tmp_path / "count.py"
+    code.write_text("def count(n=2):\n    yield from range(n)\n")
+    pipeline = await ProcessPipeline.spawn(PipelineSpec(name="t/count", code=code, function="count"))
+    try:
+        taker = _Taker()
+        end = await asyncio.wait_for(pipeline.call(b'{"n": 2}', taker), 30)
+        assert (end.kind, taker.items) == (framing.END, [b"0", b"1"])
+        assert pipeline.channel.transport is not None
+        pipeline.channel.transport.write(framing.pack(framing.CANCEL))  # late: the stream is over
+        reply = await asyncio.wait_for(pipeline.call(b'{"n": 3}'), 30)
+        assert (reply.kind, bytes(reply.payload)) == (framing.RESULT, b"[0,1,2]")
+    finally:
+        await pipeline.stop()

@@ -75,6 +75,8 @@ def serve_calls(channel: socket.socket, invoke: Invoker) -> None:
             kind, _, _, body = framing.receive(channel)
         except EOFError:
             return
+        if kind == framing.CANCEL:  # late: the stream it cancels ended before it came
+            continue
         on_item = _item_sender(channel) if kind == framing.CALL_STREAMED else None
         outcome = invoke(body, on_item)
         if outcome.traceback:
