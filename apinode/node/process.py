@@ -112,6 +112,7 @@ class Channel(asyncio.BufferedProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._scratch = bytearray(SCRATCH)
         self._view = memoryview(self._scratch)
         self._filled = 0
@@ -124,10 +125,11 @@ class Channel(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()  # kept: on Python 3.11 each lookup is a getpid() system call
 
     def expect(self) -> asyncio.Future[Reply]:
         """The future of the next frame to come."""
-        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Reply] = (self._loop or asyncio.get_running_loop()).create_future()
         if self._unclaimed:
             reply.set_result(self._unclaimed.popleft())
         elif self.closed:

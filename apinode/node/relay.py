@@ -52,11 +52,13 @@ class FrameLink(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []  # frames sent during this turn of the event loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()  # kept: on Python 3.11 each lookup is a getpid() system call
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -75,7 +77,7 @@ class FrameLink(asyncio.Protocol):
         """Queue a frame whose payload is the pieces `payload`; the frames of one turn of the
         event loop go out in one write."""
         if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
         self._out.append(_HEADER.pack(request_id, kind, sum(map(len, payload))))
         self._out += payload
 
