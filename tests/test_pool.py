@@ -320,6 +320,26 @@ async def test_a_call_past_the_execution_timeout_is_answered_and_its_pipeline_re
     assert pool.counts.timeouts == 1
 
 
+async def test_calls_started_apart_time_out_each_at_its_own_deadline():
+    """One timer serves all of a pool's calls: once it has timed out the first call, it waits
+    for the second's own deadline, neither firing it early nor forgetting it."""
+    pool, _ = make(floor=2, ceil=2, cruise=2, execution_timeout_ms=600)
+    await pool.start()
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(pool.run(b"first"))
+    await asyncio.sleep(0.3)  # the second starts while the first runs: the timer is armed for the first
+    second = asyncio.ensure_future(pool.run(b"second"))
+    await settle()
+    second_started = loop.time()
+    with pytest.raises(ExecutionTimeout):
+        await asyncio.wait_for(first, 5)
+    assert not second.done()  # its deadline is 0.3 s after the first's
+    with pytest.raises(ExecutionTimeout):
+        await asyncio.wait_for(second, 5)
+    assert loop.time() - second_started >= 0.59
+    assert pool.counts.timeouts == 2
+
+
 async def test_pipelines_are_recycled_after_max_requests_with_jitter():
     pool, factory = make(floor=1, ceil=1, cruise=1, max_requests=10)
     await pool.start()
