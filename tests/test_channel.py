@@ -90,3 +90,26 @@ async def test_a_cancel_that_comes_after_its_stream_ended_is_ignored_by_the_pipe
         assert (reply.kind, bytes(reply.payload)) == (framing.RESULT, b"[0,1,2]")
     finally:
         await pipeline.stop()
+
+
+async def test_calls_sent_ahead_are_answered_in_order_and_a_departed_caller_s_answer_is_dropped(tmp_path):
+    """The pool sends a call ahead while another runs: each reply settles the oldest waiting
+    future, and the reply meant for a caller that left does not go to the next one."""
+    code = tmp_path / "echo.py"
+    code.write_text("import time\ndef echo(n, pause=0):\n    time.sleep(pause)\n    return n\n")
+    pipeline = await ProcessPipeline.spawn(PipelineSpec(name="t/echo", code=code, function="echo"))
+    try:
+        first = asyncio.ensure_future(pipeline.call(b'{"n": 1, "pause": 0.2}'))
+        await asyncio.sleep(0)  # sent: the next ones wait behind it in the pipeline's socket
+        left = asyncio.ensure_future(pipeline.call(b'{"n": 2}'))
+        await asyncio.sleep(0)
+        last = asyncio.ensure_future(pipeline.call(b'{"n": 3}'))
+        await asyncio.sleep(0)
+        left.cancel()
+        replies = await asyncio.wait_for(asyncio.gather(first, last), 30)
+        assert [bytes(reply.payload) for reply in replies] == [b"1", b"3"]
+        assert left.cancelled()
+        reply = await asyncio.wait_for(pipeline.call(b'{"n": 4}'), 30)
+        assert bytes(reply.payload) == b"4"
+    finally:
+        await pipeline.stop()

@@ -104,7 +104,10 @@ class ProcessDied(ConnectionError):
 
 class Channel(asyncio.BufferedProtocol):
     """The node's end of the socket: one frame out, one frame back (or, for a streamed call, a
-    series of frames, each claimed with `expect`), one future per frame awaited.
+    series of frames, each claimed with `expect`), one future per frame awaited. Plain calls may
+    be sent while another is running (the pool sends one ahead): their replies come in the order
+    the calls went, and each settles the oldest future waiting; the reply of a caller that left
+    (its future cancelled) is dropped there.
 
     Frames are read into a scratch buffer; a payload larger than it is received in place into
     a buffer of its own size, so a large result crosses without being copied on the way.
@@ -119,7 +122,7 @@ class Channel(asyncio.BufferedProtocol):
         self._large: bytearray | None = None  # a large payload being received
         self._large_filled = 0
         self._large_header: tuple[int, int, float] = (0, 0, 0.0)
-        self._reply: asyncio.Future[Reply] | None = None
+        self._replies: collections.deque[asyncio.Future[Reply]] = collections.deque()  # oldest first
         self._unclaimed: collections.deque[Reply] = collections.deque()  # frames that came before anyone expected them
         self.closed = False
 
@@ -135,7 +138,7 @@ class Channel(asyncio.BufferedProtocol):
         elif self.closed:
             reply.set_exception(ProcessDied("channel closed"))
         else:
-            self._reply = reply
+            self._replies.append(reply)
         return reply
 
     def exchange(self, frame: bytes) -> asyncio.Future[Reply]:
@@ -215,17 +218,19 @@ class Channel(asyncio.BufferedProtocol):
             self._deliver(kind, status, execution_ms, payload)
 
     def _deliver(self, kind: int, status: int, execution_ms: float, payload: bytes | bytearray) -> None:
-        reply, self._reply = self._reply, None
-        if reply is None:
+        if not self._replies:
             self._unclaimed.append(Reply(kind, status, execution_ms, payload))
-        elif not reply.done():
+            return
+        reply = self._replies.popleft()
+        if not reply.done():
             reply.set_result(Reply(kind, status, execution_ms, payload))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        reply, self._reply = self._reply, None
-        if reply is not None and not reply.done():
-            reply.set_exception(ProcessDied("channel closed"))
+        while self._replies:
+            reply = self._replies.popleft()
+            if not reply.done():
+                reply.set_exception(ProcessDied("channel closed"))
 
     def close(self) -> None:
         if self.transport is not None:
