@@ -7,6 +7,7 @@ processes. Timeouts are real but short, and every test is bounded by pytest-time
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import pytest
 
@@ -26,17 +27,34 @@ from apinode.runtime import framing
 
 
 class FakePipeline:
+    """Answers each call when the test releases its `gate`, in the order the calls came (as one
+    socket does): `gate` is the oldest call's, so a call sent ahead waits its turn."""
+
     def __init__(self, number: int) -> None:
         self.number = number
         self.stopped = False
-        self.gate: asyncio.Future[None] | None = None
+        self.gates: collections.deque[asyncio.Future[None]] = collections.deque()  # one per call, oldest first
         self.on_exit = None
         self.memory = 10.0
         self.dead_on_arrival = False  # ended between its READY and the pool taking it
 
+    @property
+    def gate(self) -> asyncio.Future[None] | None:
+        """The running call's gate (the oldest not released), else the last call's, else None."""
+        waiting = [gate for gate in self.gates if not gate.done()]
+        return waiting[0] if waiting else (self.gates[-1] if self.gates else None)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and not answered: the running one and any sent ahead."""
+        return sum(not gate.done() for gate in self.gates)
+
     async def call(self, body: bytes, on_item: object = None) -> Reply:
-        self.gate = asyncio.get_running_loop().create_future()
-        await self.gate
+        if self.stopped:
+            raise PipelineDied("stopped")
+        gate = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+        await gate
         return Reply(framing.RESULT, 200, 0.0, b"%d:%b" % (self.number, body))
 
     async def stop(self) -> None:
@@ -44,8 +62,7 @@ class FakePipeline:
 
     async def kill(self) -> None:
         self.stopped = True
-        if self.gate is not None and not self.gate.done():
-            self.gate.set_exception(PipelineDied("killed"))
+        self._fail_calls("killed")
 
     def memory_mb(self) -> float:
         return self.memory
@@ -57,8 +74,14 @@ class FakePipeline:
 
     def die(self) -> None:
         assert self.gate is not None
-        self.gate.set_exception(PipelineDied("died"))
+        self.stopped = True
+        self._fail_calls("died")
         self.on_exit(self)
+
+    def _fail_calls(self, how: str) -> None:
+        for gate in self.gates:
+            if not gate.done():
+                gate.set_exception(PipelineDied(how))
 
 
 class BatchPipeline(FakePipeline):
@@ -102,6 +125,16 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def second_busy(factory: Factory) -> FakePipeline:
+    """Wait (bounded) until a second pipeline exists and holds a request; that pipeline."""
+    for _ in range(100):
+        if len(factory.made) > 1:
+            await busy_until(factory.made[1:2])
+            return factory.made[1]
+        await asyncio.sleep(0)
+    raise AssertionError("no second pipeline was started")
+
+
 async def busy_until(pipelines) -> None:
     """Wait (bounded) until every given pipeline holds a request."""
     for _ in range(100):
@@ -112,8 +145,19 @@ async def busy_until(pipelines) -> None:
 
 
 def make(
-    floor=1, ceil=8, cruise=2, queue=16, timeout_ms=10000, fail=False, scale_down_delay_ms=0, kind=FakePipeline, **more
+    floor=1,
+    ceil=8,
+    cruise=2,
+    queue=16,
+    timeout_ms=10000,
+    fail=False,
+    scale_down_delay_ms=0,
+    kind=FakePipeline,
+    send_ahead_ms=0,
+    **more,
 ):
+    """A pool of fake pipelines; calls are sent ahead only in the tests about that (the fakes
+    answer as fast as a test releases them, which would make every endpoint's calls short)."""
     factory = Factory(fail, kind)
     settings = PoolSettings(
         floor=floor,
@@ -122,6 +166,7 @@ def make(
         queue=queue,
         timeout_ms=timeout_ms,
         scale_down_delay_ms=scale_down_delay_ms,
+        send_ahead_ms=send_ahead_ms,
         **more,
     )
     return Pool("svc/ep", settings, factory), factory
@@ -338,6 +383,156 @@ async def test_calls_started_apart_time_out_each_at_its_own_deadline():
         await asyncio.wait_for(second, 5)
     assert loop.time() - second_started >= 0.59
     assert pool.counts.timeouts == 2
+
+
+# -- calls sent ahead to busy pipelines --------------------------------------------------------
+async def short_calls_pool(**settings):
+    """A pool of one pipeline whose calls are short (one answered at once has set the typical
+    time) and that may send calls ahead; its pipeline is running a call, `running`."""
+    pool, factory = make(floor=1, ceil=1, cruise=1, send_ahead_ms=1000, **settings)
+    pool.short_for = 0
+    await pool.start()
+    warm = asyncio.ensure_future(pool.run(b"warm"))
+    await busy_until(factory.made)
+    factory.made[0].gate.set_result(None)
+    await warm
+    running = asyncio.ensure_future(pool.run(b"running"))
+    await busy_until(factory.made)
+    return pool, factory, running
+
+
+async def test_at_ceil_a_short_call_waits_in_a_busy_pipeline_not_in_the_queue():
+    pool, factory, running = await short_calls_pool()
+    ahead = asyncio.ensure_future(pool.run(b"ahead"))
+    await settle()
+    [pipeline] = factory.made
+    assert pipeline.in_flight == 2 and pool.queued == 0 and pool.counts.sent_ahead == 1
+    pipeline.gate.set_result(None)
+    assert (await running)[0].payload == b"0:running"
+    await settle()
+    assert not ahead.done()  # it runs now, in turn
+    pipeline.gate.set_result(None)
+    reply, waited_ms = await ahead
+    assert reply.payload == b"0:ahead" and waited_ms >= 0
+
+
+async def test_the_request_at_the_head_of_the_queue_is_sent_ahead_when_a_call_starts():
+    pool, factory, running = await short_calls_pool()
+    [pipeline] = factory.made
+    ahead = asyncio.ensure_future(pool.run(b"ahead"))
+    queued = [asyncio.ensure_future(pool.run(b"q%d" % n)) for n in range(2)]
+    await settle()
+    assert pipeline.in_flight == 2 and pool.queued == 2  # one call ahead per pipeline
+    pipeline.gate.set_result(None)
+    await settle()
+    assert pipeline.in_flight == 2 and pool.queued == 1  # "ahead" runs, "q0" waits behind it
+    for _ in range(3):
+        pipeline.gate.set_result(None)
+        await settle()
+    assert [(await call)[0].payload for call in (running, ahead, *queued)] == [
+        b"0:running",
+        b"0:ahead",
+        b"0:q0",
+        b"0:q1",
+    ]
+
+
+async def test_below_ceil_a_pipeline_is_started_rather_than_a_call_sent_ahead():
+    pool, factory = make(floor=1, ceil=2, cruise=1, send_ahead_ms=1000)
+    pool.short_for = 0
+    await pool.start()
+    warm = asyncio.ensure_future(pool.run(b"warm"))
+    await busy_until(factory.made)
+    factory.made[0].gate.set_result(None)
+    await warm
+    calls = [asyncio.ensure_future(pool.run(body)) for body in (b"a", b"b")]
+    await settle()
+    await busy_until(factory.made)
+    assert [p.in_flight for p in factory.made] == [1, 1]
+    for pipeline in factory.made:
+        pipeline.gate.set_result(None)
+    await asyncio.gather(*calls)
+
+
+async def test_calls_are_sent_ahead_only_once_the_endpoint_s_calls_have_all_been_short_for_a_while():
+    pool, factory = make(floor=1, ceil=1, cruise=1, send_ahead_ms=20)
+    pool.short_for = 0.2
+    await pool.start()
+    [pipeline] = factory.made
+
+    async def queued_behind(length: float) -> bool:
+        """Run a call of `length` s, then one more while another runs: was that one queued?"""
+        first = asyncio.ensure_future(pool.run(b"first"))
+        await busy_until([pipeline])
+        await asyncio.sleep(length)  # the call's length, not a wait for something
+        pipeline.gate.set_result(None)
+        await first
+        running = asyncio.ensure_future(pool.run(b"running"))
+        await busy_until([pipeline])
+        next_call = asyncio.ensure_future(pool.run(b"next"))
+        await settle()
+        queued = pool.queued == 1
+        assert pipeline.in_flight == (1 if queued else 2)
+        for call in (running, next_call):
+            pipeline.gate.set_result(None)
+            await call
+        return queued
+
+    assert await queued_behind(0)  # short calls, but not for 0.2 s yet
+    await asyncio.sleep(0.2)  # only short calls meanwhile
+    assert not await queued_behind(0)  # sent ahead
+    assert await queued_behind(0.05)  # a call over 20 ms: no more until 0.2 s of short ones
+
+
+async def test_no_call_is_sent_ahead_past_a_pipeline_s_max_requests():
+    pool, factory, running = await short_calls_pool(max_requests=2)  # "warm" was the first of 2
+    queued = asyncio.ensure_future(pool.run(b"queued"))
+    await settle()
+    assert factory.made[0].in_flight == 1 and pool.queued == 1
+    factory.made[0].gate.set_result(None)
+    await running
+    (await second_busy(factory)).gate.set_result(None)  # the recycled pipeline's replacement runs it
+    assert (await queued)[0].payload == b"1:queued"
+
+
+@pytest.mark.parametrize("ending", ["timed out", "died"])
+async def test_a_call_sent_ahead_whose_pipeline_ends_before_its_turn_runs_on_another(ending):
+    pool, factory, running = await short_calls_pool(execution_timeout_ms=100 if ending == "timed out" else 0)
+    [first] = factory.made
+    ahead = asyncio.ensure_future(pool.run(b"ahead"))
+    await settle()
+    assert first.in_flight == 2
+    if ending == "died":
+        first.die()
+    with pytest.raises(ExecutionTimeout if ending == "timed out" else PipelineDied):
+        await running
+    (await second_busy(factory)).gate.set_result(None)
+    assert (await ahead)[0].payload == b"1:ahead"  # never ran on the first: not failed, not run twice
+
+
+async def test_a_call_sent_ahead_has_its_execution_timeout_from_its_own_start():
+    pool, factory, running = await short_calls_pool(execution_timeout_ms=400)
+    [pipeline] = factory.made
+    ahead = asyncio.ensure_future(pool.run(b"ahead"))
+    await settle()
+    await asyncio.sleep(0.3)  # the running call's length
+    pipeline.gate.set_result(None)
+    await running
+    await asyncio.sleep(0.2)  # 0.5 s since it was sent, 0.2 s since it started
+    pipeline.gate.set_result(None)
+    assert (await ahead)[0].payload == b"0:ahead"
+    assert pool.counts.timeouts == 0
+
+
+async def test_a_call_sent_ahead_that_runs_too_long_times_out():
+    pool, factory, running = await short_calls_pool(execution_timeout_ms=100)
+    ahead = asyncio.ensure_future(pool.run(b"ahead"))
+    await settle()
+    factory.made[0].gate.set_result(None)
+    await running
+    with pytest.raises(ExecutionTimeout):
+        await ahead
+    assert pool.counts.timeouts == 1
 
 
 async def test_pipelines_are_recycled_after_max_requests_with_jitter():

@@ -68,6 +68,7 @@ ENDPOINTS = {
         {},
     ),
     "quick": ("def quick():\n    return 1\n", {}),
+    "echo": ("def echo(n):\n    return n\n", {"floor": 1, "cruise": 1, "ceil": 1, "queue": 64}),
     "sturdy": (
         "import os, time\n\ndef sturdy(delay=0.0):\n    time.sleep(delay)\n    return os.getpid()\n",
         {"floor": 1, "cruise": 1, "ceil": 3, "scaleDownDelay": 0},
@@ -202,6 +203,19 @@ def test_pipelines_are_recycled_by_requests_without_failing_one(node):
     assert [response.status_code for response in responses] == [200] * 60
     assert len({response.json()["response"] for response in responses}) >= 6  # 2 pipelines, ~5 requests each
     assert metric(node, "apinode_pipelines_recycled_total", "recycled", reason="requests") >= 4
+
+
+def test_calls_sent_ahead_to_a_busy_pipeline_each_get_their_own_answer(node):
+    """At ceil, short calls wait in the busy pipeline's socket rather than in the queue (once
+    the endpoint's calls have all been short for 2 s): with 8 clients and one pipeline, many
+    are sent ahead, and every answer is its own request's."""
+    deadline = time.monotonic() + 30
+    url = f"{node.url}/public/api/v1/prod/echo/run"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool, requests.Session() as session:
+        while metric(node, "apinode_calls_sent_ahead_total", "echo") < 100:
+            assert time.monotonic() < deadline, "no call was sent ahead"
+            responses = list(pool.map(lambda n: session.post(url, json={"n": n}, timeout=60), range(400)))
+            assert [response.json()["response"] for response in responses] == list(range(400))
 
 
 def test_a_pipeline_over_its_memory_limit_is_recycled_after_answering(node):

@@ -65,6 +65,7 @@ def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "rejections": pool.rejected,
         "loadFailed": endpoint.failure is not None,
         "executionTimeouts": counts.timeouts,
+        "sentAhead": counts.sent_ahead,
         "pipelineStarts": {"fork": counts.forks, "spawn": counts.spawns, "failed": counts.start_failures},
         "recycled": dict(counts.recycled),
     }
@@ -111,6 +112,9 @@ class _NodeCollector(Collector):
         timeouts = CounterMetricFamily(
             "apinode_execution_timeouts", "Calls answered 504: they ran past executionTimeout.", labels=labels
         )
+        sent_ahead = CounterMetricFamily(
+            "apinode_calls_sent_ahead", "Calls sent to a busy pipeline to wait there (sendAheadMs).", labels=labels
+        )
         starts = CounterMetricFamily(
             "apinode_pipeline_starts", "Pipelines started, forked from a template or spawned.", labels=[*labels, "how"]
         )
@@ -134,6 +138,7 @@ class _NodeCollector(Collector):
             rejected.add_metric(values, pool.rejected)
             counts = endpoint.counts
             timeouts.add_metric(values, counts.timeouts)
+            sent_ahead.add_metric(values, counts.sent_ahead)
             starts.add_metric([*values, "fork"], counts.forks)
             starts.add_metric([*values, "spawn"], counts.spawns)
             start_failures.add_metric(values, counts.start_failures)
@@ -148,6 +153,7 @@ class _NodeCollector(Collector):
             busy,
             rejected,
             timeouts,
+            sent_ahead,
             starts,
             start_failures,
             recycled,

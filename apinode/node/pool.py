@@ -9,6 +9,17 @@ Semantics (DESIGN.md, "The pool" and "Pipelines in production"):
   (QueueFull), and a request waiting longer than `timeout` ms is refused then (QueueTimeout);
 - a call running longer than `executionTimeout` ms is answered ExecutionTimeout (504); its
   pipeline is killed and another started in its place;
+- at ceil, with every pipeline busy, a plain call (neither streamed nor batched) is sent ahead:
+  it waits in the socket of a busy pipeline, behind the call running there, instead of in the
+  queue, so that the pipeline starts it without waiting for the node to read the answer before
+  it and send the next (a round trip through the scheduler, which on a busy machine is a large
+  part of a short call). Only for endpoints whose calls have all taken less than `sendAheadMs`
+  for SHORT_FOR seconds (as the node sees them, send to answer: one slow call among short ones
+  would hold up the call behind it), and only behind a call that has run for less than that
+  (a longer one may be stuck); queued requests go first, in order. A call sent ahead has left
+  the queue (it is not refused by the queue timeout); its executionTimeout runs from its own start;
+  if its pipeline dies, is killed or stopped before its turn, it goes back to the head of the
+  queue with the deadline it had;
 - a pipeline that has served `maxRequests` requests (plus up to 10% jitter, so that pipelines
   started together do not retire together), or whose memory exceeds `maxMemoryMb` after a
   request, is recycled: its replacement is started, and it stops without serving again;
@@ -66,6 +77,14 @@ class _Waiter(NamedTuple):
     deadline: float  # loop time
     future: asyncio.Future[Pipeline | None]
     rider: object  # what a batch takes along when it claims this request (Pool.claim)
+    plain: bool  # a plain call, which may be sent ahead (Pool.run)
+
+
+SHORT_FOR = 2.0
+"""Seconds during which every plain call of an endpoint must have been short (under
+`sendAheadMs`) before calls are sent ahead: an endpoint whose calls are sometimes slow, even a
+few in a thousand, sends none ahead (in bench_send_ahead.py, sending ahead behind 200 ms calls
+among 0.3 ms ones took the short calls' p99 from 10 ms to 115 ms)."""
 
 
 class Pool:
@@ -84,6 +103,16 @@ class Pool:
         self._busy: set[Pipeline] = set()
         self._served: dict[Pipeline, tuple[int, int]] = {}  # requests served, and the limit drawn
         self._timed_out: set[Pipeline] = set()
+        # Calls sent ahead (see the module's docstring). A pipeline is running a call when it is
+        # in _running; a plain call's start (perf_counter) is in _since, in the order they
+        # started. _promised: handed to a request as its call ahead, not yet sent; _behind: the
+        # call sent ahead (its token), waiting for the one before it to answer.
+        self._running: set[Pipeline] = set()
+        self._since: dict[Pipeline, float] = {}
+        self._promised: set[Pipeline] = set()
+        self._behind: dict[Pipeline, object] = {}
+        self._short_since: float | None = None  # every plain call answered since then was short
+        self.short_for = SHORT_FOR
         # calls running under an executionTimeout: when each runs out (loop time), by pipeline;
         # one timer for them all, at the earliest (a timer per call costs more than the call's
         # whole bookkeeping)
@@ -135,20 +164,22 @@ class Pool:
         cancelling before that only takes the request out of the queue; cancelling after it
         stops the pipeline."""
         queued_at = time.perf_counter()
-        pipeline = self._take_idle()
+        plain = on_item is None
+        pipeline = self._take_idle() or (self._take_ahead() if plain else None)
         if pipeline is None:
-            pipeline = await self.acquire()
+            pipeline = await self.acquire(plain=plain)
         assert pipeline is not None  # only a request that can ride in a batch is claimed
         if on_acquired is not None:
             on_acquired()
-        waited_ms = (time.perf_counter() - queued_at) * 1000
-        return await self.call(pipeline, body, on_item), waited_ms
+        reply, started = await self._call(pipeline, body, on_item, plain, queued_at)
+        return reply, (started - queued_at) * 1000
 
-    async def acquire(self, rider: object = None) -> Pipeline | None:
+    async def acquire(self, rider: object = None, plain: bool = False) -> Pipeline | None:
         """A pipeline for one request, by the pool's rules (idle, started up to ceil, or queued,
         refused past the queue bound or the queue timeout); the caller then `call`s it or
         `release`s it. A request queued with a `rider` (apinode.node.batcher) may instead be
-        claimed by a request that holds a pipeline (`claim`): then None."""
+        claimed by a request that holds a pipeline (`claim`): then None. A `plain` call
+        waiting at the head of the queue may be handed a busy pipeline, to send it ahead."""
         if self.failure is not None:
             raise self.failure
         if self._closing:
@@ -156,26 +187,54 @@ class Pool:
         pipeline = self._take_idle()
         if pipeline is not None:
             return pipeline
-        if self.size < self.settings.ceil and len(self._waiters) >= self._starting and self._retry is None:
-            self._spawn()
+        self._spawn_for_waiter()
         if len(self._waiters) >= self._starting + self.settings.queue:
             self.rejected += 1
             raise QueueFull(
                 f"{self.name}: all {self.size} pipelines are busy and the queue is full ({self.settings.queue} waiting)"
             )
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Pipeline | None] = loop.create_future()
-        deadline = loop.time() + self.settings.timeout_ms / 1000
-        self._waiters.append(_Waiter(deadline, waiter, rider))
+        return await self._wait(
+            _Waiter(loop.time() + self.settings.timeout_ms / 1000, loop.create_future(), rider, plain)
+        )
+
+    async def _put_back(self, queued_at: float) -> Pipeline:
+        """A pipeline for a call sent ahead whose pipeline ended before its turn: the call goes
+        back to the head of the queue, with the deadline it had (it came before everyone there)."""
+        pipeline = self._take_idle()
+        if pipeline is not None:
+            return pipeline
+        self._spawn_for_waiter()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.timeout_ms / 1000 - (time.perf_counter() - queued_at)
+        pipeline = await self._wait(_Waiter(deadline, loop.create_future(), None, True), first=True)
+        assert pipeline is not None  # a plain call is never claimed by a batch
+        return pipeline
+
+    def _spawn_for_waiter(self) -> None:
+        """A request is about to wait: start one more pipeline for it if the pool may grow."""
+        if self.size < self.settings.ceil and len(self._waiters) >= self._starting and self._retry is None:
+            self._spawn()
+
+    async def _wait(self, entry: _Waiter, first: bool = False) -> Pipeline | None:
+        """Wait in the queue (at its head if `first`) for a pipeline; see `acquire`."""
+        waiter = entry.future
+        if first:
+            self._waiters.appendleft(entry)
+            if self._expiry is not None and self._expiry.when() > entry.deadline:
+                self._expiry.cancel()
+                self._expiry = None
+        else:
+            self._waiters.append(entry)
         if self._expiry is None:
-            self._expiry = loop.call_at(deadline, self._expire_waiters)
+            self._expiry = asyncio.get_running_loop().call_at(entry.deadline, self._expire_waiters)
         try:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 handed = waiter.result()
                 if handed is not None:
-                    self._offer(handed)  # handed over just as the caller went away
+                    self._give_back(handed)  # handed over just as the caller went away
             else:
                 self._remove_waiter(waiter)
             raise
@@ -187,6 +246,38 @@ class Pool:
         pipeline, _ = self._idle.popitem()
         self._busy.add(pipeline)
         return pipeline
+
+    def _sends_ahead(self) -> bool:
+        """Whether a plain call may now be sent ahead to a busy pipeline: the endpoint's calls
+        have all been short for a while, and the pool is at ceil (below it, a new pipeline is
+        started instead)."""
+        return (
+            self._short_since is not None
+            and self.size >= self.settings.ceil
+            and not self._closing
+            and time.perf_counter() - self._short_since >= self.short_for
+        )
+
+    def _take_ahead(self) -> Pipeline | None:
+        """A busy pipeline to send a plain call ahead to, when no request waits before it: the
+        one whose call started first, among those whose call has run less than sendAheadMs (a
+        longer one may be stuck) and that have room before recycling."""
+        if self._waiters or not self._sends_ahead():
+            return None
+        recent = time.perf_counter() - self.settings.send_ahead_ms / 1000
+        for pipeline, since in self._since.items():
+            if since >= recent and self._can_take_ahead(pipeline):
+                self._promised.add(pipeline)
+                return pipeline
+        return None
+
+    def _can_take_ahead(self, pipeline: Pipeline) -> bool:
+        if pipeline in self._behind or pipeline in self._promised or pipeline not in self._busy:
+            return False
+        if not self.settings.max_requests:
+            return True
+        served, limit = self._served.get(pipeline, (0, 0))
+        return served + 2 <= limit  # the running call and the one sent ahead
 
     def claim(self, count: int) -> list[object]:
         """The riders of up to `count` requests at the head of the queue, in order, taken out of
@@ -205,15 +296,51 @@ class Pool:
 
     def release(self, pipeline: Pipeline) -> None:
         """Give back a pipeline that `acquire` handed out, without calling it."""
+        self._give_back(pipeline)
+
+    def _give_back(self, pipeline: Pipeline) -> None:
+        """A pipeline handed out goes unused: one promised for a call ahead runs on; else offer it."""
+        if pipeline in self._promised:
+            self._promised.discard(pipeline)
+            if pipeline in self._running or pipeline not in self._busy:
+                return
         self._offer(pipeline)
 
     async def call(self, pipeline: Pipeline, body: bytes, on_item: ItemSink | None = None) -> Reply:
         """Call a pipeline `acquire` handed out, under the executionTimeout; then it is offered
         to the next request, recycled, or replaced if it died."""
-        self._arm_deadline(pipeline)
+        reply, _ = await self._call(pipeline, body, on_item)
+        return reply
+
+    async def _call(
+        self,
+        pipeline: Pipeline,
+        body: bytes,
+        on_item: ItemSink | None = None,
+        plain: bool = False,
+        queued_at: float = 0,
+    ) -> tuple[Reply, float]:
+        """`call`, and when the call started to run (perf_counter): for a call sent ahead, when
+        the one before it answered."""
+        if self._promised and pipeline in self._promised:
+            self._promised.discard(pipeline)
+            if pipeline not in self._busy:  # it ended before this call was sent
+                return await self._call(await self._put_back(queued_at), body, on_item, plain, queued_at)
+        token = None
+        started = time.perf_counter()
+        if pipeline in self._running:
+            token = self._behind[pipeline] = object()  # sent ahead: it runs once the call before it answers
+            self.counts.sent_ahead += 1
+        else:
+            self._begin(pipeline, plain, started)
         try:
             reply = await pipeline.call(body, on_item)
         except PipelineDied:
+            if token is not None and self._behind.get(pipeline) is token:  # it never ran: back to the queue
+                del self._behind[pipeline]
+                return await self._call(await self._put_back(queued_at), body, on_item, plain, queued_at)
+            self._running.discard(pipeline)
+            self._since.pop(pipeline, None)
             if pipeline in self._timed_out:
                 self._timed_out.discard(pipeline)
                 raise ExecutionTimeout(
@@ -229,11 +356,39 @@ class Pool:
             self._track(pipeline.stop())
             raise
         finally:
-            self._deadlines.pop(pipeline, None)
+            if token is None or self._behind.get(pipeline) is not token:  # it ran: its deadline is over
+                self._deadlines.pop(pipeline, None)
+        if plain:
+            started = self._since.pop(pipeline, started)
+            now = time.perf_counter()
+            if (now - started) * 1000 >= self.settings.send_ahead_ms:
+                self._short_since = None
+            elif self._short_since is None:
+                self._short_since = now
+        self._running.discard(pipeline)
         self._timed_out.discard(pipeline)
         if pipeline in self._busy:  # else it timed out just as it answered, and is gone
             self._done(pipeline)
-        return reply
+        return reply, started
+
+    def _begin(self, pipeline: Pipeline, plain: bool, now: float) -> None:
+        """A call starts to run on a pipeline: its executionTimeout starts; a plain one may take a
+        call ahead, which the request at the head of the queue gets if it is plain too."""
+        self._running.add(pipeline)
+        self._arm_deadline(pipeline)
+        if not plain:
+            return
+        self._since[pipeline] = now
+        while self._waiters and self._sends_ahead() and self._can_take_ahead(pipeline):
+            head = self._waiters[0]
+            if head.future.done():  # refused or claimed already
+                self._waiters.popleft()
+                continue
+            if head.plain:
+                self._waiters.popleft()
+                self._promised.add(pipeline)
+                head.future.set_result(pipeline)
+            return
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Refuse new requests, let queued and running ones finish (bounded), stop every pipeline."""
@@ -270,7 +425,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._waiters:
-            deadline, waiter, _ = self._waiters[0]
+            deadline, waiter, *_ = self._waiters[0]
             if not waiter.done() and deadline > now:
                 self._expiry = loop.call_at(deadline, self._expire_waiters)
                 break
@@ -322,11 +477,18 @@ class Pool:
         self._retire(pipeline, pipeline.kill())
 
     def _done(self, pipeline: Pipeline) -> None:
-        """A request was answered: recycle the pipeline if it is due, else offer it."""
+        """A request was answered: the call sent ahead runs now, or the one promised is on its
+        way; else recycle the pipeline if it is due, or offer it."""
         settings = self.settings
         served, limit = self._served.get(pipeline, (0, 0))
         served += 1
         self._served[pipeline] = (served, limit)
+        if pipeline in self._behind:  # (room for it was checked when it was sent)
+            del self._behind[pipeline]
+            self._begin(pipeline, True, time.perf_counter())
+            return
+        if pipeline in self._promised:
+            return
         reason = None
         if settings.max_requests and served >= limit:
             reason = "requests"
@@ -345,9 +507,7 @@ class Pool:
 
     def _retire(self, pipeline: Pipeline, ending: Awaitable[None]) -> None:
         """Take a pipeline out of service: start its replacement first, then end it."""
-        self._busy.discard(pipeline)
-        self._idle.pop(pipeline, None)
-        self._served.pop(pipeline, None)
+        self._out_of_service(pipeline)
         if not self._closing and self.failure is None:
             self._spawn()
         self._track(ending)
@@ -393,11 +553,18 @@ class Pool:
 
     def _forget(self, pipeline: Pipeline) -> None:
         """A pipeline is gone (died or stopped): never hand it out again; refill to the floor."""
+        self._out_of_service(pipeline)
+        self._replenish()
+        self._check_drained()
+
+    def _out_of_service(self, pipeline: Pipeline) -> None:
+        """Forget a pipeline's state, except what a call sent ahead to it (or promised) checks:
+        that it ended before that call's turn."""
         self._busy.discard(pipeline)
         self._idle.pop(pipeline, None)
         self._served.pop(pipeline, None)
-        self._replenish()
-        self._check_drained()
+        self._running.discard(pipeline)
+        self._since.pop(pipeline, None)
 
     def _replenish(self) -> None:
         if self._closing or self.failure is not None or self._retry is not None:

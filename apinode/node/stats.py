@@ -49,12 +49,13 @@ class PipelineCounts:
 
     Written by its pool and its pipeline factory, on the event loop."""
 
-    __slots__ = ("forks", "recycled", "spawns", "start_failures", "timeouts", "waiting_for_resources")
+    __slots__ = ("forks", "recycled", "sent_ahead", "spawns", "start_failures", "timeouts", "waiting_for_resources")
 
     def __init__(self) -> None:
         self.forks = 0  # pipelines forked from a template
         self.spawns = 0  # pipelines started as fresh processes
         self.start_failures = 0  # starts that failed after the endpoint had loaded (retried)
         self.timeouts = 0  # calls answered 504 ExecutionTimeout
+        self.sent_ahead = 0  # calls sent to a busy pipeline, to wait there (Pool, sendAheadMs)
         self.recycled: dict[str, int] = {"requests": 0, "memory": 0}  # pipelines replaced, by reason
         self.waiting_for_resources = 0  # starts waiting for a Ray cluster to have room (apinode.node.ray)

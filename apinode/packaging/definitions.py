@@ -112,6 +112,7 @@ _POOL_MINIMUMS = {
     "maxMemoryMb": 0,
     "scaleDownDelay": 0,
     "maxResultMb": 1,
+    "sendAheadMs": 0,
 }
 """Integer pool fields as spelled in JSON, with their smallest valid value."""
 START_METHODS = ("fork", "spawn")
@@ -140,6 +141,10 @@ class PoolSettings:
     """How long a pipeline above cruise stays idle before it stops: long enough that steady
     load does not stop and restart pipelines between bursts (see README, "Pipelines")."""
     max_result_mb: int = 64
+    send_ahead_ms: int = 5
+    """Calls are sent ahead to busy pipelines (see README, "Pipelines") for endpoints whose calls
+    typically take less than this: where the round trip between two calls is a large part of
+    a call, and one waiting behind a slow call waits little."""
 
     def to_json(self, complete: bool = False) -> dict[str, int | str]:
         """The "pool" object; `complete` includes the fields left at their defaults."""
@@ -155,6 +160,7 @@ class PoolSettings:
             "maxMemoryMb": self.max_memory_mb,
             "scaleDownDelay": self.scale_down_delay_ms,
             "maxResultMb": self.max_result_mb,
+            "sendAheadMs": self.send_ahead_ms,
         }
         if complete:
             return values
@@ -199,6 +205,7 @@ class PoolSettings:
             given.get("maxMemoryMb", default.max_memory_mb),
             given.get("scaleDownDelay", default.scale_down_delay_ms),
             given.get("maxResultMb", default.max_result_mb),
+            given.get("sendAheadMs", default.send_ahead_ms),
         )
 
     def overridden(self, obj: object, where: str) -> PoolSettings:
