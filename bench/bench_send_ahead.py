@@ -6,10 +6,11 @@ function served three times: sending ahead off (`sendAheadMs` 0), at its default
 (a threshold far above any call), side by side, taking turns in each round.
 - Throughput: wrk at 16 connections on a function that computes (a busy loop, as a model's
   predict does) for 0, 0.3, 1, 5 and 20 ms. Reported: requests/s off and always, and their
-  ratio; the default `sendAheadMs` should sit where the gain has faded.
-- Head-of-line cost: the endpoint takes short calls (0.3 ms) from 8 connections and slow ones
-  (200 ms) from 1; a short call sent ahead behind a slow one waits for it. Reported: the short
-  calls' requests/s and p99, off and at the default.
+  ratio.
+- Head-of-line cost: the endpoint takes short calls (0.3 ms) from 8 connections and slower
+  ones (20 ms, below the default `sendAheadMs`, then 200 ms, above it) from 1; a short call
+  sent ahead behind a slower one waits for it. Reported: the short calls' requests/s and p99,
+  off and at the default.
 Each figure is the median of --rounds rounds.
 
     pip install -e '.[bench]'; python bench/bench_send_ahead.py [--seconds 3] [--rounds 3]
@@ -33,7 +34,7 @@ from bench_node import wrk  # noqa: E402  (the same load as bench_node.py)
 from support import NodeProcess  # noqa: E402
 
 LENGTHS_MS = (0, 0.3, 1, 5, 20)
-SLOW_MS = 200
+SLOWER_MS = (20, 200)
 CODE = '''
 import time
 
@@ -73,9 +74,9 @@ def path(mode: str) -> str:
     return f"/public/api/v1/bench/compute-{mode}/run"
 
 
-def mixed(url: str, mode: str, seconds: float) -> tuple[float, float]:
-    """(requests/s, p99 ms) of the short calls, while one connection sends slow ones."""
-    slow = threading.Thread(target=wrk, args=(url, 1, seconds, path(mode), json.dumps({"ms": SLOW_MS})))
+def mixed(url: str, mode: str, slower_ms: float, seconds: float) -> tuple[float, float]:
+    """(requests/s, p99 ms) of the short calls, while one connection sends slower ones."""
+    slow = threading.Thread(target=wrk, args=(url, 1, seconds, path(mode), json.dumps({"ms": slower_ms})))
     slow.start()
     try:
         rate, _, p99 = wrk(url, 8, seconds, path(mode), json.dumps({"ms": 0.3}))
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every cell; each figure is the median")
     args = parser.parse_args()
     throughput: dict[tuple[float, str], list[float]] = collections.defaultdict(list)
-    head_of_line: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    head_of_line: dict[tuple[float, str], list[tuple[float, float]]] = collections.defaultdict(list)
     with tempfile.TemporaryDirectory() as directory:
         node = NodeProcess("run", str(service_directory(Path(directory))))
         try:
@@ -102,8 +103,9 @@ def main() -> None:
                     for mode in ("always", "off") if swap else ("off", "always"):
                         rate, _, _ = wrk(node.url, 16, args.seconds, path(mode), json.dumps({"ms": length}))
                         throughput[length, mode].append(rate)
-                for mode in ("default", "off") if swap else ("off", "default"):
-                    head_of_line[mode].append(mixed(node.url, mode, args.seconds))
+                for slower_ms in SLOWER_MS:
+                    for mode in ("default", "off") if swap else ("off", "default"):
+                        head_of_line[slower_ms, mode].append(mixed(node.url, mode, slower_ms, args.seconds))
         finally:
             node.stop()
 
@@ -112,12 +114,12 @@ def main() -> None:
     for length in LENGTHS_MS:
         off, always = (statistics.median(throughput[length, mode]) for mode in ("off", "always"))
         print(f"{length:>8g} {off:>10.0f} {always:>10.0f} {always / off:>7.2f}x")
-    print(f"short calls (0.3 ms, 8 connections) beside slow ones ({SLOW_MS} ms, 1 connection):")
-    print(f"{'':>8} {'req/s':>10} {'p99 ms':>10}")
-    for mode in ("off", "default"):
-        rate = statistics.median(rate for rate, _ in head_of_line[mode])
-        p99 = statistics.median(p99 for _, p99 in head_of_line[mode])
-        print(f"{mode:>8} {rate:>10.0f} {p99:>10.2f}")
+    print("short calls (0.3 ms, 8 connections) beside slower ones (1 connection):")
+    print(f"{'slower':>8} {'mode':>8} {'req/s':>10} {'p99 ms':>10}")
+    for (slower_ms, mode), measured in head_of_line.items():
+        rate = statistics.median(rate for rate, _ in measured)
+        p99 = statistics.median(p99 for _, p99 in measured)
+        print(f"{slower_ms:>6g}ms {mode:>8} {rate:>10.0f} {p99:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -387,10 +387,10 @@ async def test_calls_started_apart_time_out_each_at_its_own_deadline():
 
 # -- calls sent ahead to busy pipelines --------------------------------------------------------
 async def short_calls_pool(**settings):
-    """A pool of one pipeline whose calls are short (one answered at once has set the typical
-    time) and that may send calls ahead; its pipeline is running a call, `running`."""
+    """A pool of one pipeline that sends calls ahead (at once: no quiet time needed), whose
+    pipeline is running a call, `running`."""
     pool, factory = make(floor=1, ceil=1, cruise=1, send_ahead_ms=1000, **settings)
-    pool.short_for = 0
+    pool.quiet_for = 0
     await pool.start()
     warm = asyncio.ensure_future(pool.run(b"warm"))
     await busy_until(factory.made)
@@ -439,7 +439,7 @@ async def test_the_request_at_the_head_of_the_queue_is_sent_ahead_when_a_call_st
 
 async def test_below_ceil_a_pipeline_is_started_rather_than_a_call_sent_ahead():
     pool, factory = make(floor=1, ceil=2, cruise=1, send_ahead_ms=1000)
-    pool.short_for = 0
+    pool.quiet_for = 0
     await pool.start()
     warm = asyncio.ensure_future(pool.run(b"warm"))
     await busy_until(factory.made)
@@ -454,9 +454,9 @@ async def test_below_ceil_a_pipeline_is_started_rather_than_a_call_sent_ahead():
     await asyncio.gather(*calls)
 
 
-async def test_calls_are_sent_ahead_only_once_the_endpoint_s_calls_have_all_been_short_for_a_while():
+async def test_calls_are_sent_ahead_only_once_no_call_of_the_endpoint_has_been_slow_for_a_while():
     pool, factory = make(floor=1, ceil=1, cruise=1, send_ahead_ms=20)
-    pool.short_for = 0.2
+    pool.quiet_for = 0.2
     await pool.start()
     [pipeline] = factory.made
 
@@ -478,10 +478,10 @@ async def test_calls_are_sent_ahead_only_once_the_endpoint_s_calls_have_all_been
             await call
         return queued
 
-    assert await queued_behind(0)  # short calls, but not for 0.2 s yet
-    await asyncio.sleep(0.2)  # only short calls meanwhile
+    assert await queued_behind(0)  # no slow call yet, but not for 0.2 s
+    await asyncio.sleep(0.2)  # no slow call meanwhile
     assert not await queued_behind(0)  # sent ahead
-    assert await queued_behind(0.05)  # a call over 20 ms: no more until 0.2 s of short ones
+    assert await queued_behind(0.05)  # a call over 20 ms: no more until 0.2 s without one
 
 
 async def test_no_call_is_sent_ahead_past_a_pipeline_s_max_requests():

@@ -13,11 +13,11 @@ Semantics (DESIGN.md, "The pool" and "Pipelines in production"):
   it waits in the socket of a busy pipeline, behind the call running there, instead of in the
   queue, so that the pipeline starts it without waiting for the node to read the answer before
   it and send the next (a round trip through the scheduler, which on a busy machine is a large
-  part of a short call). Only for endpoints whose calls have all taken less than `sendAheadMs`
-  for SHORT_FOR seconds (as the node sees them, send to answer: one slow call among short ones
-  would hold up the call behind it), and only behind a call that has run for less than that
-  (a longer one may be stuck); queued requests go first, in order. A call sent ahead has left
-  the queue (it is not refused by the queue timeout); its executionTimeout runs from its own start;
+  part of a short call). Only while none of the endpoint's calls has taken `sendAheadMs` or
+  more for QUIET_FOR seconds (as the node sees them, send to answer: one slow call among short
+  ones would hold up the call behind it), and only behind a call that has run for less than
+  that (a longer one may be stuck); queued requests go first, in order. A call sent ahead has
+  left the queue (it is not refused by the queue timeout); its executionTimeout runs from its own start;
   if its pipeline dies, is killed or stopped before its turn, it goes back to the head of the
   queue with the deadline it had;
 - a pipeline that has served `maxRequests` requests (plus up to 10% jitter, so that pipelines
@@ -80,11 +80,11 @@ class _Waiter(NamedTuple):
     plain: bool  # a plain call, which may be sent ahead (Pool.run)
 
 
-SHORT_FOR = 2.0
-"""Seconds during which every plain call of an endpoint must have been short (under
-`sendAheadMs`) before calls are sent ahead: an endpoint whose calls are sometimes slow, even a
-few in a thousand, sends none ahead (in bench_send_ahead.py, sending ahead behind 200 ms calls
-among 0.3 ms ones took the short calls' p99 from 10 ms to 115 ms)."""
+QUIET_FOR = 2.0
+"""Seconds without a slow plain call (`sendAheadMs` or more) before an endpoint sends calls
+ahead: one whose calls are sometimes slow, even a few in a thousand, sends none (in
+bench_send_ahead.py, sending ahead behind 200 ms calls among 0.3 ms ones took the short calls'
+p99 from 10 ms to 115 ms)."""
 
 
 class Pool:
@@ -111,8 +111,8 @@ class Pool:
         self._since: dict[Pipeline, float] = {}
         self._promised: set[Pipeline] = set()
         self._behind: dict[Pipeline, object] = {}
-        self._short_since: float | None = None  # every plain call answered since then was short
-        self.short_for = SHORT_FOR
+        self._quiet_since: float | None = None  # no plain call answered since then was slow
+        self.quiet_for = QUIET_FOR
         # calls running under an executionTimeout: when each runs out (loop time), by pipeline;
         # one timer for them all, at the earliest (a timer per call costs more than the call's
         # whole bookkeeping)
@@ -248,14 +248,14 @@ class Pool:
         return pipeline
 
     def _sends_ahead(self) -> bool:
-        """Whether a plain call may now be sent ahead to a busy pipeline: the endpoint's calls
-        have all been short for a while, and the pool is at ceil (below it, a new pipeline is
+        """Whether a plain call may now be sent ahead to a busy pipeline: none of the endpoint's
+        calls has been slow for a while, and the pool is at ceil (below it, a new pipeline is
         started instead)."""
         return (
-            self._short_since is not None
+            self._quiet_since is not None
             and self.size >= self.settings.ceil
             and not self._closing
-            and time.perf_counter() - self._short_since >= self.short_for
+            and time.perf_counter() - self._quiet_since >= self.quiet_for
         )
 
     def _take_ahead(self) -> Pipeline | None:
@@ -362,9 +362,9 @@ class Pool:
             started = self._since.pop(pipeline, started)
             now = time.perf_counter()
             if (now - started) * 1000 >= self.settings.send_ahead_ms:
-                self._short_since = None
-            elif self._short_since is None:
-                self._short_since = now
+                self._quiet_since = None
+            elif self._quiet_since is None:
+                self._quiet_since = now
         self._running.discard(pipeline)
         self._timed_out.discard(pipeline)
         if pipeline in self._busy:  # else it timed out just as it answered, and is gone

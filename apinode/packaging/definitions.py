@@ -141,10 +141,10 @@ class PoolSettings:
     """How long a pipeline above cruise stays idle before it stops: long enough that steady
     load does not stop and restart pipelines between bursts (see README, "Pipelines")."""
     max_result_mb: int = 64
-    send_ahead_ms: int = 5
-    """Calls are sent ahead to busy pipelines (see README, "Pipelines") for endpoints whose calls
-    typically take less than this: where the round trip between two calls is a large part of
-    a call, and one waiting behind a slow call waits little."""
+    send_ahead_ms: int = 50
+    """Calls are sent ahead to busy pipelines (see README, "Calls sent ahead") while none of the
+    endpoint's calls has taken this long for 2 s: above the few milliseconds a short call
+    sometimes takes on a busy machine, and bounding what a call behind a slow one waits."""
 
     def to_json(self, complete: bool = False) -> dict[str, int | str]:
         """The "pool" object; `complete` includes the fields left at their defaults."""
