@@ -4,8 +4,10 @@ Spawned (`ProcessPipeline.spawn`: a fresh process that runs the endpoint's initi
 forked from a template (apinode.node.template, which hands over the new process's pid, channel
 and output). A pipeline knows nothing of HTTP, and the pool knows nothing of processes.
 
-Concurrency model: all methods run on the node's event loop. `call` must not be entered twice
-at once (the pool guarantees it). The exit callback fires once, when the process has ended.
+Concurrency model: all methods run on the node's event loop. A plain call may be made while
+another runs (the pool sends one ahead): the process reads it once it has answered the one
+before, and the replies come back in order; a streamed call is never made beside another (the
+pool guarantees both). The exit callback fires once, when the process has ended.
 """
 
 from __future__ import annotations
