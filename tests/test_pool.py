@@ -401,12 +401,12 @@ async def short_calls_pool(**settings):
     return pool, factory, running
 
 
-async def test_at_ceil_a_short_call_waits_in_a_busy_pipeline_not_in_the_queue():
+async def test_at_ceil_a_short_call_waits_in_a_busy_pipeline_s_socket():
     pool, factory, running = await short_calls_pool()
     ahead = asyncio.ensure_future(pool.run(b"ahead"))
     await settle()
     [pipeline] = factory.made
-    assert pipeline.in_flight == 2 and pool.queued == 0 and pool.counts.sent_ahead == 1
+    assert pipeline.in_flight == 2 and pool.queued == 1 and pool.counts.sent_ahead == 1
     pipeline.gate.set_result(None)
     assert (await running)[0].payload == b"0:running"
     await settle()
@@ -422,10 +422,10 @@ async def test_the_request_at_the_head_of_the_queue_is_sent_ahead_when_a_call_st
     ahead = asyncio.ensure_future(pool.run(b"ahead"))
     queued = [asyncio.ensure_future(pool.run(b"q%d" % n)) for n in range(2)]
     await settle()
-    assert pipeline.in_flight == 2 and pool.queued == 2  # one call ahead per pipeline
+    assert pipeline.in_flight == 2 and pool.queued == 3  # one call ahead per pipeline, two in the queue
     pipeline.gate.set_result(None)
     await settle()
-    assert pipeline.in_flight == 2 and pool.queued == 1  # "ahead" runs, "q0" waits behind it
+    assert pipeline.in_flight == 2 and pool.queued == 2  # "ahead" runs, "q0" waits behind it
     for _ in range(3):
         pipeline.gate.set_result(None)
         await settle()
@@ -471,8 +471,7 @@ async def test_calls_are_sent_ahead_only_once_no_call_of_the_endpoint_has_been_s
         await busy_until([pipeline])
         next_call = asyncio.ensure_future(pool.run(b"next"))
         await settle()
-        queued = pool.queued == 1
-        assert pipeline.in_flight == (1 if queued else 2)
+        queued = pipeline.in_flight == 1
         for call in (running, next_call):
             pipeline.gate.set_result(None)
             await call
@@ -493,6 +492,29 @@ async def test_no_call_is_sent_ahead_past_a_pipeline_s_max_requests():
     await running
     (await second_busy(factory)).gate.set_result(None)  # the recycled pipeline's replacement runs it
     assert (await queued)[0].payload == b"1:queued"
+
+
+async def test_a_call_sent_ahead_counts_in_the_queue_s_bound():
+    pool, factory, running = await short_calls_pool(queue=1)
+    ahead = asyncio.ensure_future(pool.run(b"ahead"))
+    await settle()
+    assert factory.made[0].in_flight == 2
+    with pytest.raises(QueueFull):
+        await pool.run(b"one too many")
+    for call in (running, ahead):
+        factory.made[0].gate.set_result(None)
+        await call
+
+
+async def test_a_pool_with_a_short_queue_timeout_sends_nothing_ahead():
+    """A call waiting in a pipeline's socket could not be refused at its queue deadline."""
+    pool, factory, running = await short_calls_pool(timeout_ms=1000)
+    queued = asyncio.ensure_future(pool.run(b"queued"))
+    await settle()
+    assert factory.made[0].in_flight == 1 and pool.queued == 1
+    for call in (running, queued):
+        factory.made[0].gate.set_result(None)
+        await call
 
 
 @pytest.mark.parametrize("ending", ["timed out", "died"])

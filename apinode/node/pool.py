@@ -16,10 +16,11 @@ Semantics (DESIGN.md, "The pool" and "Pipelines in production"):
   part of a short call). Only while none of the endpoint's calls has taken `sendAheadMs` or
   more for QUIET_FOR seconds (as the node sees them, send to answer: one slow call among short
   ones would hold up the call behind it), and only behind a call that has run for less than
-  that (a longer one may be stuck); queued requests go first, in order. A call sent ahead has
-  left the queue (it is not refused by the queue timeout); its executionTimeout runs from its own start;
-  if its pipeline dies, is killed or stopped before its turn, it goes back to the head of the
-  queue with the deadline it had;
+  that (a longer one may be stuck); queued requests go first, in order. A call sent ahead still
+  counts as waiting (the queue's bound, `queued`), but it can no longer be refused at its queue
+  deadline, so only pools whose queue timeout is AHEAD_MIN_TIMEOUT_MS or more send any; its
+  executionTimeout runs from its own start; if its pipeline dies, is killed or stopped before
+  its turn, it goes back to the head of the queue with the deadline it had;
 - a pipeline that has served `maxRequests` requests (plus up to 10% jitter, so that pipelines
   started together do not retire together), or whose memory exceeds `maxMemoryMb` after a
   request, is recycled: its replacement is started, and it stops without serving again;
@@ -87,6 +88,10 @@ QUIET_FOR = 2.0
 ahead: one whose calls are sometimes slow, even a few in a thousand, sends none (in
 bench_send_ahead.py, sending ahead behind 200 ms calls among 0.3 ms ones took the short calls'
 p99 from 10 ms to 115 ms)."""
+AHEAD_MIN_TIMEOUT_MS = 5000
+"""The shortest queue timeout of a pool that sends calls ahead: a call waiting in a pipeline's
+socket goes when the call before it answers, and cannot be refused at its queue deadline; an
+operator who sets a shorter timeout wants that prompt refusal."""
 
 
 class Pool:
@@ -147,7 +152,8 @@ class Pool:
 
     @property
     def queued(self) -> int:
-        return len(self._waiters)
+        """Requests waiting: in the queue, and sent ahead to a busy pipeline (or about to be)."""
+        return len(self._waiters) + len(self._behind) + len(self._promised)
 
     async def start(self) -> None:
         """Start the floor; raises EndpointLoadFailed (and stays failed) if the code does not load."""
@@ -190,7 +196,7 @@ class Pool:
         if pipeline is not None:
             return pipeline
         self._spawn_for_waiter()
-        if len(self._waiters) >= self._starting + self.settings.queue:
+        if self.queued >= self._starting + self.settings.queue:
             self.rejected += 1
             raise QueueFull(
                 f"{self.name}: all {self.size} pipelines are busy and the queue is full ({self.settings.queue} waiting)"
@@ -252,10 +258,11 @@ class Pool:
     def _sends_ahead(self) -> bool:
         """Whether a plain call may now be sent ahead to a busy pipeline: none of the endpoint's
         calls has been slow for a while, and the pool is at ceil (below it, a new pipeline is
-        started instead)."""
+        started instead) with a queue timeout long enough."""
         return (
             self._quiet_since is not None
             and self.size >= self.settings.ceil
+            and self.settings.timeout_ms >= AHEAD_MIN_TIMEOUT_MS
             and not self._closing
             and time.perf_counter() - self._quiet_since >= self.quiet_for
         )
@@ -263,8 +270,9 @@ class Pool:
     def _take_ahead(self) -> Pipeline | None:
         """A busy pipeline to send a plain call ahead to, when no request waits before it: the
         one whose call started first, among those whose call has run less than sendAheadMs (a
-        longer one may be stuck) and that have room before recycling."""
-        if self._waiters or not self._sends_ahead():
+        longer one may be stuck) and that have room before recycling. It still waits, so the
+        queue's bound must have room for it."""
+        if self._waiters or self.queued >= self._starting + self.settings.queue or not self._sends_ahead():
             return None
         recent = time.perf_counter() - self.settings.send_ahead_ms / 1000
         for pipeline, since in self._since.items():
