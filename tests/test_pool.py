@@ -386,16 +386,22 @@ async def test_calls_started_apart_time_out_each_at_its_own_deadline():
 
 
 # -- calls sent ahead to busy pipelines --------------------------------------------------------
-async def short_calls_pool(**settings):
-    """A pool of one pipeline that sends calls ahead (at once: no quiet time needed), whose
-    pipeline is running a call, `running`."""
-    pool, factory = make(floor=1, ceil=1, cruise=1, send_ahead_ms=1000, **settings)
+async def sending_ahead_pool(ceil=1, **settings):
+    """A started pool that sends calls ahead at once (no quiet time needed), once one call was
+    answered (on its first pipeline)."""
+    pool, factory = make(floor=1, ceil=ceil, cruise=1, send_ahead_ms=1000, **settings)
     pool.quiet_for = 0
     await pool.start()
     warm = asyncio.ensure_future(pool.run(b"warm"))
     await busy_until(factory.made)
     factory.made[0].gate.set_result(None)
     await warm
+    return pool, factory
+
+
+async def short_calls_pool(**settings):
+    """A sending_ahead_pool of one pipeline, running a call: `running`."""
+    pool, factory = await sending_ahead_pool(**settings)
     running = asyncio.ensure_future(pool.run(b"running"))
     await busy_until(factory.made)
     return pool, factory, running
@@ -438,13 +444,7 @@ async def test_the_request_at_the_head_of_the_queue_is_sent_ahead_when_a_call_st
 
 
 async def test_below_ceil_a_pipeline_is_started_rather_than_a_call_sent_ahead():
-    pool, factory = make(floor=1, ceil=2, cruise=1, send_ahead_ms=1000)
-    pool.quiet_for = 0
-    await pool.start()
-    warm = asyncio.ensure_future(pool.run(b"warm"))
-    await busy_until(factory.made)
-    factory.made[0].gate.set_result(None)
-    await warm
+    pool, factory = await sending_ahead_pool(ceil=2)
     calls = [asyncio.ensure_future(pool.run(body)) for body in (b"a", b"b")]
     await settle()
     await busy_until(factory.made)
