@@ -134,11 +134,19 @@ class Pool:
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = RETRY_FIRST
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.failure: EndpointLoadFailed | None = None
         self._loaded = False  # a pipeline started once: later start failures are retried
         self._closing = False
         self._drained = asyncio.Event()
         self.rejected = 0  # requests refused with QueueFull or QueueTimeout
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once: on Python 3.11 each lookup is a getpid() system
+        call, and a call arms its executionTimeout and frees its pipeline on it."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     # -- what callers and metrics see -------------------------------------------------------
     @property
@@ -201,7 +209,7 @@ class Pool:
             raise QueueFull(
                 f"{self.name}: all {self.size} pipelines are busy and the queue is full ({self.settings.queue} waiting)"
             )
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         return await self._wait(
             _Waiter(loop.time() + self.settings.timeout_ms / 1000, loop.create_future(), rider, plain)
         )
@@ -213,7 +221,7 @@ class Pool:
         if pipeline is not None:
             return pipeline
         self._spawn_for_waiter()
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         deadline = loop.time() + self.settings.timeout_ms / 1000 - (time.perf_counter() - queued_at)
         pipeline = await self._wait(_Waiter(deadline, loop.create_future(), None, True), first=True)
         assert pipeline is not None  # a plain call is never claimed by a batch
@@ -235,7 +243,7 @@ class Pool:
         else:
             self._waiters.append(entry)
         if self._expiry is None:
-            self._expiry = asyncio.get_running_loop().call_at(entry.deadline, self._expire_waiters)
+            self._expiry = self._event_loop().call_at(entry.deadline, self._expire_waiters)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -432,7 +440,7 @@ class Pool:
     def _expire_waiters(self) -> None:
         """Refuse the waiters whose deadline passed; re-arm the timer for the next one."""
         self._expiry = None
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         now = loop.time()
         while self._waiters:
             deadline, waiter, *_ = self._waiters[0]
@@ -458,7 +466,7 @@ class Pool:
         timeout_ms = self.settings.execution_timeout_ms
         if not timeout_ms:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         deadline = self._deadlines[pipeline] = loop.time() + timeout_ms / 1000
         if self._execution_timer is None:
             self._execution_timer = loop.call_at(deadline, self._expire_calls)
@@ -466,7 +474,7 @@ class Pool:
     def _expire_calls(self) -> None:
         """Time out the calls past their deadline; re-arm the timer for the earliest left."""
         self._execution_timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         now = loop.time()
         for pipeline, deadline in list(self._deadlines.items()):
             if deadline <= now:
@@ -536,7 +544,7 @@ class Pool:
             self._served.pop(pipeline, None)
             self._track(pipeline.stop())
         else:
-            self._idle[pipeline] = asyncio.get_running_loop().time()
+            self._idle[pipeline] = self._event_loop().time()
             self._arm_scale_down()
         self._check_drained()
 
@@ -545,12 +553,12 @@ class Pool:
             return
         oldest = next(iter(self._idle.values()))
         when = oldest + self.settings.scale_down_delay_ms / 1000
-        self._scale_down = asyncio.get_running_loop().call_at(when, self._shrink)
+        self._scale_down = self._event_loop().call_at(when, self._shrink)
 
     def _shrink(self) -> None:
         """Stop the pipelines above cruise that have been idle for scaleDownDelay."""
         self._scale_down = None
-        now = asyncio.get_running_loop().time()
+        now = self._event_loop().time()
         delay = self.settings.scale_down_delay_ms / 1000
         while self.size > self.settings.cruise and self._idle:
             pipeline, since = next(iter(self._idle.items()))
@@ -630,7 +638,7 @@ class Pool:
             failure.message,
             failure.traceback,
         )
-        self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_start)
+        self._retry = self._event_loop().call_later(self._retry_delay, self._retry_start)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
 
     def _retry_start(self) -> None:
