@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,11 +47,13 @@ FUNCTIONS = {
 }
 POOL = {"floor": 2, "cruise": 2, "ceil": 2, "queue": 64}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+Cell = tuple[str, str, int]  # (server, function, connections)
 
 
-def service_directory(directory: Path) -> Path:
+def service_directory(directory: Path, functions: Iterable[str] = FUNCTIONS) -> Path:
+    """A service with an endpoint per function of bench/functions.py, each with POOL."""
     shutil.copy(ROOT / "bench" / "functions.py", directory / "functions.py")
-    endpoints = [{"id": name, "code": "functions.py", "function": name, "pool": POOL} for name in FUNCTIONS]
+    endpoints = [{"id": name, "code": "functions.py", "function": name, "pool": POOL} for name in functions]
     (directory / "service.json").write_text(json.dumps({"id": "bench", "endpoints": endpoints}))
     return directory
 
@@ -92,17 +95,19 @@ class Server:
             return children(pid)
         return [pid, *(child for child in children(pid) if "apinode.node.relay_front" in cmdline(child))]
 
-    def measure(self, function: str, connections: int, seconds: float) -> tuple[float, ...]:
+    def measure(self, function: str, connections: int, seconds: float, body: str | None = None) -> tuple[float, ...]:
         """(requests/s, p50 ms, p99 ms, CPU ms per request of the processes that speak HTTP, and
         of the main process alone: for apinode with fronts, the node process without them, and
-        the % of the machine's CPU time that was busy)."""
+        the % of the machine's CPU time that was busy), POSTing `body` (by default the function's
+        own in FUNCTIONS)."""
         path = f"/public/api/v1/bench/{function}/run"
-        wrk(self.process.url, connections, 1.0, path, FUNCTIONS[function])  # warm up
+        body = FUNCTIONS[function] if body is None else body
+        wrk(self.process.url, connections, 1.0, path, body)  # warm up
         pids = self.http_pids()
         main = self.process.process.pid
         before, main_before = sum(cpu_seconds(pid) for pid in pids), cpu_seconds(main)
         ticks_before, idle_before = machine_ticks()
-        rate, p50, p99 = wrk(self.process.url, connections, seconds, path, FUNCTIONS[function])
+        rate, p50, p99 = wrk(self.process.url, connections, seconds, path, body)
         ticks_after, idle_after = machine_ticks()
         cpu, main_cpu = sum(cpu_seconds(pid) for pid in pids) - before, cpu_seconds(main) - main_before
         requests = rate * max(1, round(seconds))
@@ -196,6 +201,13 @@ def _module(frame: str) -> str:
     return "apinode/" + where.partition(":")[0].rpartition("apinode/")[2]
 
 
+def paired_ratio(samples: dict[Cell, list[tuple[float, ...]]], cell: Cell, other: Cell) -> str:
+    """The ratio of two cells' requests/s, taken round by round (the two measured a few seconds
+    apart, so that the machine's slow drifts cancel): its median, lowest and highest."""
+    ratios = sorted(mine[0] / theirs[0] for mine, theirs in zip(samples[cell], samples[other]))
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def median_row(measured: list[tuple[float, ...]]) -> tuple[float, ...]:
     """Each figure's median over the rounds."""
     return tuple(statistics.median(figures) for figures in zip(*measured))
@@ -212,7 +224,7 @@ def main() -> None:
         try:
             for server in servers:
                 server.wait_ready()
-            samples = collections.defaultdict(list)
+            samples: dict[Cell, list[tuple[float, ...]]] = collections.defaultdict(list)
             for _ in range(args.rounds):
                 for function in FUNCTIONS:
                     for connections in (1, 16):
@@ -238,12 +250,12 @@ def main() -> None:
             f"{name:<27} {function:<9} {connections:>4} {rate:>8.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>10.3f} "
             f"{main_cpu:>12.3f} {busy:>9.0f}%"
         )
-    print("targets:")
+    print("targets (throughput: the median of each round's ratio, with the lowest and highest):")
     for function in FUNCTIONS:
-        ratio = rows["apinode", function, 16][0] / rows["fastapi+uvicorn 1 worker", function, 16][0]
-        print(f"  {function}: apinode / fastapi 1 worker at c=16: {ratio:.2f}x (target >= 1.00x)")
-        ratio = rows["apinode, 2 fronts", function, 16][0] / rows["fastapi+uvicorn 2 workers", function, 16][0]
-        print(f"  {function}: apinode 2 fronts / fastapi 2 workers at c=16: {ratio:.2f}x (target >= 1.00x)")
+        ratio = paired_ratio(samples, ("apinode", function, 16), ("fastapi+uvicorn 1 worker", function, 16))
+        print(f"  {function}: apinode / fastapi 1 worker at c=16: {ratio} (target >= 1.00x)")
+        ratio = paired_ratio(samples, ("apinode, 2 fronts", function, 16), ("fastapi+uvicorn 2 workers", function, 16))
+        print(f"  {function}: apinode 2 fronts / fastapi 2 workers at c=16: {ratio} (target >= 1.00x)")
     print(f"  p99 at c=1: {rows['apinode', 'identity', 1][2]:.3f} ms (target <= 1.000 ms)")
     log_cost = rows["apinode", "identity", 1][2] - rows["apinode, query log off", "identity", 1][2]
     print(f"  p99 at c=1, query log on - off: {log_cost:+.3f} ms (target <= 0.300 ms)")

@@ -1,11 +1,19 @@
 """The functions every server of bench_front.py serves: the same code in each.
 
 `identity` measures the servers themselves; `predict` adds a small scikit-learn model (trained
-here at import, on synthetic data, as an endpoint's initialization would load one).
+here at import, on synthetic data, as an endpoint's initialization would load one); `pause`
+(bench_wakeups.py) keeps the node waiting for its pipeline without using a core meanwhile.
 """
+
+import time
 
 
 def identity(**data):
+    return data
+
+
+def pause(**data):
+    time.sleep(0.0003)
     return data
 
 
