@@ -7,9 +7,9 @@ shows it with one node (2 pipelines per endpoint) at c=1 on three functions: `id
 (answers at once), `pause` (sleeps 0.3 ms: the node waits without the function using a core) and
 `predict` (a scikit-learn model). Each is measured with the cores left to halt when idle, and
 with every core kept awake by a busy loop at SCHED_IDLE priority (it runs only when nothing else
-wants the core, so it takes no time from the node). If the node's CPU per request on `pause` and
-`predict` falls to that of `identity` with the cores awake, the extra is the machine's wake-ups,
-not the node's code. The modes alternate, and each figure is the median of --rounds rounds.
+wants the core, so it takes almost no time from the node). If the node's CPU per request on
+`pause` and `predict` falls to that of `identity` with the cores awake, the extra is the
+machine's wake-ups, not the node's code. The modes alternate, and each figure is the median of --rounds rounds.
 Keeping the cores awake is a diagnosis, not a setting: the busy loops still delay the node now
 and then, and its p99 grows several times.
 
