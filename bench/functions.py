@@ -2,7 +2,8 @@
 
 `identity` measures the servers themselves; `predict` adds a small scikit-learn model (trained
 here at import, on synthetic data, as an endpoint's initialization would load one); `pause`
-(bench_wakeups.py) keeps the node waiting for its pipeline without using a core meanwhile.
+(bench_wakeups.py) keeps the node waiting for its pipeline for the given seconds, without
+using a core meanwhile.
 """
 
 import time
@@ -12,8 +13,8 @@ def identity(**data):
     return data
 
 
-def pause(**data):
-    time.sleep(0.0003)
+def pause(seconds, **data):
+    time.sleep(seconds)
     return data
 
 
