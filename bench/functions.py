@@ -1,4 +1,4 @@
-"""The functions every server of bench_front.py serves: the same code in each.
+"""The benchmarks' functions: every server of bench_front.py serves `identity` and `predict`, the same code in each.
 
 `identity` measures the servers themselves; `predict` adds a small scikit-learn model (trained
 here at import, on synthetic data, as an endpoint's initialization would load one); `pause`
