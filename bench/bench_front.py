@@ -50,10 +50,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 Cell = tuple[str, str, int]  # (server, function, connections)
 
 
-def service_directory(directory: Path, functions: Iterable[str] = FUNCTIONS) -> Path:
-    """A service with an endpoint per function of bench/functions.py, each with POOL."""
+def service_directory(directory: Path, functions: Iterable[str] = FUNCTIONS, pool: dict = POOL) -> Path:
+    """A service with an endpoint per function of bench/functions.py, each with `pool`."""
     shutil.copy(ROOT / "bench" / "functions.py", directory / "functions.py")
-    endpoints = [{"id": name, "code": "functions.py", "function": name, "pool": POOL} for name in functions]
+    endpoints = [{"id": name, "code": "functions.py", "function": name, "pool": pool} for name in functions]
     (directory / "service.json").write_text(json.dumps({"id": "bench", "endpoints": endpoints}))
     return directory
 
