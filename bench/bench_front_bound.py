@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from bench_front import (
     paired_ratio,
     service_directory,
 )
-from support import NodeProcess  # on the path from bench_front: the same launcher the tests use
+from support import NodeProcess, free_port  # on the path from bench_front: the tests' own helpers
 
 HALF_POOL = {**POOL, "floor": 1, "cruise": 1, "ceil": 1}
 SHARED_PORT_NODE = """
@@ -45,12 +44,6 @@ from apinode.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 """`python -m apinode.cli`, its socket bound with SO_REUSEPORT on $SHARED_PORT (this bench only)."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main() -> None:

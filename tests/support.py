@@ -94,6 +94,13 @@ def alive(pid: int) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a program that takes its port as an option."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def eventually(check, timeout: float = 10, interval: float = 0.02):
     """Poll `check()` until it returns a truthy value (bounded); return that value."""
     deadline = time.monotonic() + timeout

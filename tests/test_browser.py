@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import eventually, write_notebook
+from support import eventually, free_port, write_notebook
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -54,12 +53,6 @@ def count(n, gate):
             time.sleep(0.01)
 """
 BROKEN = "%%api_endpoint demo/broken --function f\nimport no_such_module_here\n\ndef f():\n    return 1\n"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -33,7 +33,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray address 127.0
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 pytest.importorskip("ray")
 from ray.cluster_utils import Cluster
-from support import WHERE, NodeProcess, eventually, make_admin_key, raylet_pid
+from support import WHERE, NodeProcess, eventually, free_port, make_admin_key, raylet_pid
 
 from apinode.packaging.bundles import write_bundle
 from apinode.packaging.staging import stage_directory
@@ -294,11 +294,7 @@ def test_a_code_env_is_built_offline_on_each_ray_node_that_runs_the_endpoint(clu
 
 
 def test_a_cluster_that_cannot_be_reached_is_said_and_the_node_exits_non_zero(tmp_path):
-    import socket
-
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()  # nothing listens there
     source = write_service(tmp_path / "onray")
     ran = subprocess.run(
         [sys.executable, "-m", "apinode.cli", "run", str(source), "--ray", f"127.0.0.1:{port}", "--port", "0"],
