@@ -31,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -119,25 +119,37 @@ def start_servers(service: Path) -> list[Server]:
     """Every server, started one after the other; those started are stopped if one fails."""
     python = sys.executable
     fastapi = (python, str(ROOT / "bench" / "fastapi_app.py"))
-    starts = [
-        lambda: Server("apinode", NodeProcess("run", str(service))),
-        lambda: Server("apinode, 2 fronts", NodeProcess("run", str(service), "--fronts", "2")),
-        lambda: Server("apinode, query log off", NodeProcess("run", str(service), "--no-query-log")),
-        lambda: Server("fastapi+uvicorn 1 worker", NodeProcess(program=fastapi)),
-        lambda: Server(
-            "fastapi+uvicorn 2 workers", NodeProcess("--workers", "2", program=fastapi), http_in_children=True
-        ),
-        lambda: Server("bare tornado", NodeProcess(program=(python, str(ROOT / "bench" / "bare_app.py")))),
+    apinode, fronts, log_off, fastapi_1, fastapi_2, tornado = start_all(
+        [
+            lambda: NodeProcess("run", str(service)),
+            lambda: NodeProcess("run", str(service), "--fronts", "2"),
+            lambda: NodeProcess("run", str(service), "--no-query-log"),
+            lambda: NodeProcess(program=fastapi),
+            lambda: NodeProcess("--workers", "2", program=fastapi),
+            lambda: NodeProcess(program=(python, str(ROOT / "bench" / "bare_app.py"))),
+        ]
+    )
+    return [
+        Server("apinode", apinode),
+        Server("apinode, 2 fronts", fronts),
+        Server("apinode, query log off", log_off),
+        Server("fastapi+uvicorn 1 worker", fastapi_1),
+        Server("fastapi+uvicorn 2 workers", fastapi_2, http_in_children=True),
+        Server("bare tornado", tornado),
     ]
-    servers: list[Server] = []
+
+
+def start_all(starts: Iterable[Callable[[], NodeProcess]]) -> list[NodeProcess]:
+    """Each process started in turn; those started are stopped if one fails."""
+    started: list[NodeProcess] = []
     try:
         for start in starts:
-            servers.append(start())
+            started.append(start())
     except BaseException:
-        for server in servers:
-            server.process.stop()
+        for process in started:
+            process.stop()
         raise
-    return servers
+    return started
 
 
 def profile(server: Server, seconds: float) -> str:

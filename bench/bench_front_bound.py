@@ -30,6 +30,7 @@ from bench_front import (
     median_row,
     paired_ratio,
     service_directory,
+    start_all,
 )
 from support import NodeProcess, free_port  # on the path from bench_front: the tests' own helpers
 
@@ -56,17 +57,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as whole, tempfile.TemporaryDirectory() as half:
         service, half_service = service_directory(Path(whole)), service_directory(Path(half), pool=HALF_POOL)
         shared = {"SHARED_PORT": str(free_port())}
-        started: list[NodeProcess] = []
-        try:
-            for start in (
+        started = start_all(
+            [
                 lambda: NodeProcess("run", str(service)),
                 lambda: NodeProcess("run", str(service), "--fronts", "2"),
                 lambda: NodeProcess("run", str(half_service), program=(python, "-c", SHARED_PORT_NODE), env=shared),
                 lambda: NodeProcess("run", str(half_service), program=(python, "-c", SHARED_PORT_NODE), env=shared),
                 lambda: NodeProcess("--workers", "2", program=(python, str(ROOT / "bench" / "fastapi_app.py"))),
-            ):
-                started.append(start())
-            one, fronts, shared_a, shared_b, fastapi = started
+            ]
+        )
+        one, fronts, shared_a, shared_b, fastapi = started
+        try:
             servers = [
                 Server("apinode", one),
                 Server("apinode, 2 fronts", fronts),
